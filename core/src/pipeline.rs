@@ -1,0 +1,178 @@
+//! Pipeline definitions: the typed model, and parsing with validation from TOML or JSON.
+//!
+//! Parsing never stops at the first problem: a file is read into a generic value tree, then
+//! every field is checked and every problem is reported with the path of its field
+//! (`steps[1].retry.initial`). Only a document with no problems becomes a [`Pipeline`].
+//!
+//! The typed model serialises (serde) to the canonical JSON form stored in Redis and served
+//! by the API; that form uses milliseconds for durations. The *file* form (what users write)
+//! uses duration strings (`"10s"`) and is read by [`parse_toml`] / [`parse_json`] /
+//! [`from_value`]; the canonical JSON is also accepted by [`from_value`] so a stored pipeline
+//! can be re-read.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::retry::RetryPolicy;
+
+/// The queue a step runs on when it names none.
+pub const DEFAULT_QUEUE: &str = "default";
+
+/// One problem found in a pipeline document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    /// Path of the field, e.g. `steps[1].retry.initial`; empty for the whole document.
+    pub field: String,
+    /// What is wrong, as a sentence fragment that reads after the field name.
+    pub message: String,
+}
+
+impl Problem {
+    /// A problem at `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { field: field.into(), message: message.into() }
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.field.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.field, self.message)
+        }
+    }
+}
+
+/// A validated pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pipeline {
+    /// Stable identifier: lowercase letters, digits, `-`, `_`, `.`; 1 to 64 characters,
+    /// starting with a letter or digit.
+    pub id: String,
+    /// Human name; defaults to the id.
+    pub name: String,
+    /// Optional free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The ordered steps (at least one), with unique names.
+    pub steps: Vec<StepDef>,
+}
+
+/// One step of a pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepDef {
+    /// Unique within the pipeline: letters, digits, `-`, `_`; 1 to 64 characters.
+    pub name: String,
+    /// Queue whose workers run the step's job (default `default`): letters, digits, `-`,
+    /// `_`, `.`; 1 to 64 characters.
+    pub queue: String,
+    /// Time limit of one attempt, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Retry policy of the step's job.
+    pub retry: RetryPolicy,
+    /// Park for a human after the step produces output (not allowed on the last step).
+    #[serde(default)]
+    pub requires_approval: bool,
+    /// What the step does.
+    #[serde(flatten)]
+    pub kind: StepKind,
+}
+
+/// The step kinds this release can run.
+///
+/// The file form names the kind with `kind = "…"`; every other key of the step belongs
+/// either to the common options above or to the kind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StepKind {
+    /// Run a program: `run = [argv…]`, optional `env` and `cwd`. `run`, `env` values and
+    /// `cwd` may hold `{{ … }}` placeholders.
+    Command {
+        /// Program and arguments (at least the program).
+        run: Vec<String>,
+        /// Extra environment variables.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        env: BTreeMap<String, String>,
+        /// Working directory.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cwd: Option<String>,
+    },
+    /// Does nothing and succeeds with `output` (default `null`). Built in for tests and
+    /// benchmarks of the engine itself.
+    Noop {
+        /// Output recorded for the step.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output: Option<Value>,
+    },
+}
+
+impl StepKind {
+    /// The stable name of the kind, as written in files and used as the job kind.
+    pub fn name(&self) -> &'static str {
+        match self {
+            StepKind::Command { .. } => "command",
+            StepKind::Noop { .. } => "noop",
+        }
+    }
+}
+
+/// The kinds named in the product specification that this release does not run yet; a file
+/// using one gets a clear problem instead of "unknown kind".
+pub const PLANNED_KINDS: &[&str] = &["http", "external", "gate", "approval", "sleep"];
+
+/// The kinds this release runs.
+pub const KINDS: &[&str] = &["command", "noop"];
+
+/// Parses and validates a pipeline written in TOML.
+///
+/// # Errors
+/// Every problem found, each naming its field.
+pub fn parse_toml(text: &str) -> Result<Pipeline, Vec<Problem>> {
+    let value: toml::Value = toml::from_str(text)
+        .map_err(|e| vec![Problem::new("", format!("is not valid TOML: {}", e.message()))])?;
+    from_value(&toml_to_json(value))
+}
+
+/// Parses and validates a pipeline written in JSON.
+///
+/// # Errors
+/// Every problem found, each naming its field.
+pub fn parse_json(text: &str) -> Result<Pipeline, Vec<Problem>> {
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| vec![Problem::new("", format!("is not valid JSON: {e}"))])?;
+    from_value(&value)
+}
+
+/// Validates a pipeline given as a JSON value tree (file form or canonical form).
+///
+/// # Errors
+/// Every problem found, each naming its field.
+pub fn from_value(value: &Value) -> Result<Pipeline, Vec<Problem>> {
+    crate::pipeline_validate::validate(value)
+}
+
+/// Converts a TOML value tree into the equivalent JSON tree (datetimes become strings).
+pub fn toml_to_json(value: toml::Value) -> Value {
+    match value {
+        toml::Value::String(s) => Value::String(s),
+        toml::Value::Integer(i) => Value::from(i),
+        toml::Value::Float(f) => serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number),
+        toml::Value::Boolean(b) => Value::Bool(b),
+        toml::Value::Datetime(d) => Value::String(d.to_string()),
+        toml::Value::Array(a) => Value::Array(a.into_iter().map(toml_to_json).collect()),
+        toml::Value::Table(t) => {
+            Value::Object(t.into_iter().map(|(k, v)| (k, toml_to_json(v))).collect())
+        }
+    }
+}
+
+impl Pipeline {
+    /// The index of the step called `name`.
+    pub fn step_index(&self, name: &str) -> Option<usize> {
+        self.steps.iter().position(|s| s.name == name)
+    }
+}

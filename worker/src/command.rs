@@ -1,0 +1,1 @@
+//! Command executor (being written).

@@ -1,0 +1,3 @@
+//! The sluice worker service.
+
+pub mod command;
