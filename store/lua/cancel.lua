@@ -1,0 +1,32 @@
+-- cancel.lua: cancel a pending job (removed from its queue at once) and apply its
+-- execution's next state.
+--
+-- KEYS: 1 events, 2 seq, 3 queues, 4 job, 5 leased set, 6 job's ready set,
+--       7 job's delayed set, 8.. keys named by the plan.
+-- ARGV: 1 now, 2 event cap, 3 channel prefix, 4 plan JSON {"tail": {...}} (see lib.lua).
+-- Returns: {"ok"} | {"not_found"} | {"not_pending", status} | {"conflict", current_rev}
+-- Invariant: only a pending job can be cancelled; after this script no worker can lease or
+--            start it (it is in no queue set, and its reservation token is gone).
+local now = tonumber(ARGV[1])
+local key = KEYS[4]
+local f = redis.call('HMGET', key, 'status', 'id')
+if not f[1] then
+  return {'not_found'}
+end
+if f[1] ~= 'pending' then
+  return {'not_pending', f[1]}
+end
+local plan = cjson.decode(ARGV[4])
+local tail = plan.tail or {}
+local current = rev_conflict(tail)
+if current then
+  return {'conflict', current}
+end
+redis.call('ZREM', KEYS[6], f[2])
+redis.call('ZREM', KEYS[7], f[2])
+redis.call('ZREM', KEYS[5], f[2])
+free_dedupe(key, f[2])
+clear_lease(key)
+redis.call('HSET', key, 'status', 'cancelled', 'updated_at', ARGV[1], 'finished_at', ARGV[1])
+apply_tail(tail, now)
+return {'ok'}

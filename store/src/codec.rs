@@ -1,0 +1,133 @@
+//! Conversions between domain records and their Redis form.
+//!
+//! A job is a hash of string fields, so scripts can read and write single fields; JSON
+//! values (payload, retry policy, result, error) are stored as JSON text in their field. An
+//! execution is a hash with the JSON document in `doc`, plus `status` and `rev` beside it.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value};
+use sluice_core::job::{Job, JobError, JobStatus, Lease, NewJob};
+use sluice_core::retry::RetryPolicy;
+use sluice_core::{Execution, Millis};
+
+use crate::StoreError;
+
+/// The hash fields of a new job, as a JSON object of strings (what the scripts receive).
+pub(crate) fn new_job_fields(job: &NewJob, now: Millis) -> Map<String, Value> {
+    let mut f = Map::new();
+    let mut put = |k: &str, v: String| {
+        f.insert(k.to_string(), Value::String(v));
+    };
+    put("id", job.id.clone());
+    put("queue", job.queue.clone());
+    put("kind", job.kind.clone());
+    put("payload", job.payload.to_string());
+    put("status", JobStatus::Pending.as_str().to_string());
+    put("priority", job.priority.to_string());
+    put("attempts", "0".to_string());
+    put("max_attempts", job.retry.max_attempts.to_string());
+    put("retry", serde_json::to_string(&job.retry).unwrap_or_default());
+    put("scheduled_at", job.run_at.unwrap_or(now).max(now).to_string());
+    put("created_at", now.to_string());
+    put("updated_at", now.to_string());
+    if let Some(t) = job.timeout_ms {
+        put("timeout_ms", t.to_string());
+    }
+    if let Some(k) = &job.dedupe_key {
+        put("dedupe_key", k.clone());
+    }
+    if let Some(e) = &job.execution_id {
+        put("execution_id", e.clone());
+    }
+    if let Some(s) = job.step {
+        put("step", s.to_string());
+    }
+    f
+}
+
+fn corrupt(key: &str, reason: impl Into<String>) -> StoreError {
+    StoreError::Corrupt { key: key.to_string(), reason: reason.into() }
+}
+
+fn parse_num<T: std::str::FromStr>(key: &str, map: &HashMap<String, String>, field: &str) -> Result<Option<T>, StoreError> {
+    match map.get(field).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => v
+            .parse::<T>()
+            .map(Some)
+            .map_err(|_| corrupt(key, format!("field `{field}` is not a number: {v}"))),
+    }
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(key: &str, map: &HashMap<String, String>, field: &str) -> Result<Option<T>, StoreError> {
+    match map.get(field).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => serde_json::from_str(v)
+            .map(Some)
+            .map_err(|e| corrupt(key, format!("field `{field}` is not valid JSON: {e}"))),
+    }
+}
+
+/// Reads a job from its hash fields. `key` names the hash in errors.
+pub(crate) fn job_from_hash(key: &str, map: &HashMap<String, String>) -> Result<Job, StoreError> {
+    let text = |f: &str| map.get(f).cloned().filter(|v| !v.is_empty());
+    let id = text("id").ok_or_else(|| corrupt(key, "field `id` is missing"))?;
+    let status = text("status")
+        .and_then(|s| JobStatus::parse(&s))
+        .ok_or_else(|| corrupt(key, "field `status` is missing or unknown"))?;
+    let lease = match (text("lease_token"), text("lease_worker")) {
+        (Some(token), Some(worker)) => Some(Lease {
+            token,
+            worker,
+            deadline: parse_num(key, map, "lease_deadline")?.unwrap_or(0),
+        }),
+        _ => None,
+    };
+    Ok(Job {
+        id,
+        queue: text("queue").unwrap_or_default(),
+        kind: text("kind").unwrap_or_default(),
+        payload: parse_json(key, map, "payload")?.unwrap_or(Value::Null),
+        status,
+        priority: parse_num(key, map, "priority")?.unwrap_or(0),
+        attempts: parse_num(key, map, "attempts")?.unwrap_or(0),
+        retry: parse_json::<RetryPolicy>(key, map, "retry")?.unwrap_or_default(),
+        timeout_ms: parse_num(key, map, "timeout_ms")?,
+        scheduled_at: parse_num(key, map, "scheduled_at")?.unwrap_or(0),
+        dedupe_key: text("dedupe_key"),
+        lease,
+        result: parse_json(key, map, "result")?,
+        last_error: parse_json::<JobError>(key, map, "last_error")?,
+        created_at: parse_num(key, map, "created_at")?.unwrap_or(0),
+        updated_at: parse_num(key, map, "updated_at")?.unwrap_or(0),
+        started_at: parse_num(key, map, "started_at")?,
+        finished_at: parse_num(key, map, "finished_at")?,
+        execution_id: text("execution_id"),
+        step: parse_num(key, map, "step")?,
+    })
+}
+
+/// Turns a flat `[field, value, field, value, …]` reply into a map.
+pub(crate) fn pairs_to_map(flat: Vec<String>) -> HashMap<String, String> {
+    let mut map = HashMap::with_capacity(flat.len() / 2);
+    let mut it = flat.into_iter();
+    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+        map.insert(k, v);
+    }
+    map
+}
+
+/// Reads an execution from its hash (`doc`, `rev`).
+pub(crate) fn execution_from_hash(key: &str, map: &HashMap<String, String>) -> Result<Execution, StoreError> {
+    let doc = map.get("doc").ok_or_else(|| corrupt(key, "field `doc` is missing"))?;
+    let mut exec: Execution = serde_json::from_str(doc)
+        .map_err(|e| corrupt(key, format!("execution document is unreadable: {e}")))?;
+    exec.rev = parse_num(key, map, "rev")?.unwrap_or(0);
+    Ok(exec)
+}
+
+/// The stored document of an execution (without its revision, kept beside it).
+pub(crate) fn execution_doc(exec: &Execution) -> String {
+    serde_json::to_string(exec).unwrap_or_default()
+}

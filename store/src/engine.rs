@@ -1,0 +1,202 @@
+//! The engine loop: read → plan (pure, in `sluice-core`) → commit (one script), recomputed
+//! on fresh state when the execution's revision moved in between.
+//!
+//! Used by workers (a step's attempt settled), the scheduler (a lease expired) and the API
+//! (a pending job cancelled). A lost revision race is never an error: the loop re-reads and
+//! plans again; only a lost lease stops it (someone else holds the job now).
+
+use std::sync::Arc;
+
+use sluice_core::execution::{self, Plan};
+use sluice_core::ids;
+use sluice_core::job::{self, Job, JobError, JobStatus, Outcome, Settlement};
+use sluice_core::{Clock, Execution, Millis};
+
+use crate::{CancelOutcome, SettleOutcome, Store, StoreError};
+
+/// Lost revision races tolerated in a row before giving up with [`StoreError::Contended`].
+const MAX_RACES: usize = 16;
+
+/// The store plus a clock: everything needed to carry out engine decisions.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    store: Store,
+    clock: Arc<dyn Clock>,
+}
+
+/// What a settle did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Settled {
+    /// Applied with this settlement.
+    Applied(Settlement),
+    /// The lease was lost: someone else holds or settled the job; nothing changed.
+    LeaseLost,
+}
+
+/// What a job cancel did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cancelled {
+    /// The job is cancelled (and its execution, if any, failed with kind `cancelled`).
+    Cancelled(Job),
+    /// No such job.
+    NotFound,
+    /// The job is not pending.
+    NotPending(JobStatus),
+}
+
+fn jitter() -> f64 {
+    rand::random::<f64>()
+}
+
+impl Engine {
+    /// An engine over `store` reading time from `clock`.
+    pub fn new(store: Store, clock: Arc<dyn Clock>) -> Self {
+        Self { store, clock }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The current time.
+    pub fn now(&self) -> Millis {
+        self.clock.now_ms()
+    }
+
+    /// The next job id in `shard`.
+    fn job_id(shard: u32) -> String {
+        ids::new_id(ids::JOB, shard)
+    }
+
+    /// Settles the attempt of `job` (held under `token`) with `outcome`, and advances its
+    /// execution. `known` may carry the execution as read before the attempt; it is used
+    /// optimistically and re-read if it turns out to be stale. `job.attempts` must count
+    /// the attempt being settled.
+    ///
+    /// # Errors
+    /// Redis errors, unreadable records, or [`StoreError::Contended`].
+    pub async fn settle(
+        &self,
+        job: &Job,
+        token: &str,
+        outcome: &Outcome,
+        known: Option<Execution>,
+        expired_before: Millis,
+    ) -> Result<Settled, StoreError> {
+        let mut known = known;
+        for _ in 0..MAX_RACES {
+            let now = self.now();
+            let mut settlement = job::decide(job, outcome, now, jitter());
+            let (plan, rev) = match &job.execution_id {
+                None => (Plan { events: execution::settlement_events(job, &settlement), ..Plan::default() }, -1),
+                Some(exec_id) => {
+                    let exec = match known.take() {
+                        Some(e) => Some(e),
+                        None => self.store.get_execution(exec_id).await?,
+                    };
+                    match exec {
+                        None => {
+                            settlement = no_retry(settlement, "its execution no longer exists");
+                            (Plan { events: execution::settlement_events(job, &settlement), ..Plan::default() }, -1)
+                        }
+                        Some(exec) => {
+                            if !exec.owns(job) {
+                                settlement = no_retry(settlement, "its execution is no longer running this step");
+                            }
+                            let shard = ids::shard_of(&exec.id, ids::EXECUTION)?;
+                            let plan = execution::plan_settle(&exec, job, &settlement, now, &mut || Self::job_id(shard));
+                            let rev = if plan.execution.is_some() { i64::try_from(exec.rev).unwrap_or(i64::MAX) } else { -1 };
+                            (plan, rev)
+                        }
+                    }
+                }
+            };
+            match self.store.settle(job, token, &settlement, &plan, rev, expired_before, now).await? {
+                SettleOutcome::Applied => return Ok(Settled::Applied(settlement)),
+                SettleOutcome::LeaseLost => return Ok(Settled::LeaseLost),
+                SettleOutcome::Conflict(_) => continue,
+            }
+        }
+        Err(StoreError::Contended(job.execution_id.clone().unwrap_or_default()))
+    }
+
+    /// Cancels the pending job `id` (`jobs.cancel`); a step job's execution fails with kind
+    /// `cancelled` in the same atomic write.
+    ///
+    /// # Errors
+    /// Redis errors, a malformed id, unreadable records, or [`StoreError::Contended`].
+    pub async fn cancel_job(&self, id: &str) -> Result<Cancelled, StoreError> {
+        for _ in 0..MAX_RACES {
+            let Some(job) = self.store.get_job(id).await? else { return Ok(Cancelled::NotFound) };
+            if job.status != JobStatus::Pending {
+                return Ok(Cancelled::NotPending(job.status));
+            }
+            let now = self.now();
+            let (plan, rev) = match &job.execution_id {
+                Some(exec_id) => match self.store.get_execution(exec_id).await? {
+                    Some(exec) => {
+                        let plan = execution::plan_job_cancelled(&exec, &job, now);
+                        let rev = if plan.execution.is_some() { i64::try_from(exec.rev).unwrap_or(i64::MAX) } else { -1 };
+                        (plan, rev)
+                    }
+                    None => (Plan { events: execution::job_cancelled_events(&job), ..Plan::default() }, -1),
+                },
+                None => (Plan { events: execution::job_cancelled_events(&job), ..Plan::default() }, -1),
+            };
+            match self.store.cancel(&job, &plan, rev, now).await? {
+                CancelOutcome::Cancelled => {
+                    let mut job = job;
+                    job.status = JobStatus::Cancelled;
+                    job.lease = None;
+                    job.finished_at = Some(now);
+                    return Ok(Cancelled::Cancelled(job));
+                }
+                CancelOutcome::NotFound => return Ok(Cancelled::NotFound),
+                CancelOutcome::NotPending(status) => return Ok(Cancelled::NotPending(status)),
+                CancelOutcome::Conflict(_) => continue,
+            }
+        }
+        Err(StoreError::Contended(id.to_string()))
+    }
+
+    /// Reclaims expired leases of `shard` (at most `chunk`): reservations return to their
+    /// queues; each expired running job is settled as a failed, retryable attempt (retried
+    /// after its backoff, or failed for good once its attempts are spent). Safe to run from
+    /// any number of processes. Returns `(reservations released, attempts failed)`.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn reclaim(&self, shard: u32, chunk: usize) -> Result<(usize, usize), StoreError> {
+        let now = self.now();
+        let (released, running) = self.store.reclaim(shard, now, chunk).await?;
+        let mut failed = 0;
+        for (id, token) in running {
+            let Some(job) = self.store.get_job(&id).await? else { continue };
+            let outcome = Outcome::Failed(JobError::retryable(
+                "lease expired: the worker holding the job stopped heartbeating",
+            ));
+            match self.settle(&job, &token, &outcome, None, now).await {
+                Ok(Settled::Applied(_)) => {
+                    failed += 1;
+                    tracing::info!(job.id = %id, queue = %job.queue, attempt = job.attempts, "reclaimed an expired lease as a failed attempt");
+                }
+                Ok(Settled::LeaseLost) => {}
+                Err(e) => tracing::warn!(job.id = %id, error = %e, "cannot reclaim an expired lease"),
+            }
+        }
+        Ok((released, failed))
+    }
+}
+
+/// A retry of a job whose execution moved on would run work nobody waits for: fail it.
+fn no_retry(settlement: Settlement, why: &str) -> Settlement {
+    match settlement {
+        Settlement::Retry { mut error, .. } => {
+            error.message = format!("{} (not retried: {why})", error.message);
+            error.retryable = false;
+            Settlement::Failed { error }
+        }
+        other => other,
+    }
+}

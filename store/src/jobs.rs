@@ -1,0 +1,491 @@
+//! Typed wrappers of the job scripts: enqueue, lease, start, heartbeat, settle, cancel,
+//! release, promote and reclaim.
+
+use std::collections::BTreeMap;
+
+use redis::Value as RValue;
+use serde_json::{Value, json};
+use sluice_core::execution::Plan;
+use sluice_core::ids;
+use sluice_core::job::{Job, JobStatus, NewJob, Settlement};
+use sluice_core::{Millis, event::Event};
+
+use crate::plan::{self, KeyList};
+use crate::{Store, StoreError, codec, contract};
+
+/// Jobs per script call when enqueueing in bulk (bounds the time one script holds Redis).
+const ENQUEUE_CHUNK: usize = 500;
+
+/// What happened to one job given to [`Store::enqueue`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnqueueOutcome {
+    /// A new job with this id was created.
+    Created(String),
+    /// A pending job with the same dedupe key already existed; this is its id.
+    Existing(String),
+}
+
+impl EnqueueOutcome {
+    /// The id of the job that represents the request.
+    pub fn id(&self) -> &str {
+        match self {
+            EnqueueOutcome::Created(id) | EnqueueOutcome::Existing(id) => id,
+        }
+    }
+}
+
+/// Jobs reserved by one [`Store::lease`] call.
+#[derive(Debug, Clone, Default)]
+pub struct Leased {
+    /// The reserved jobs (status `pending`, with a lease).
+    pub jobs: Vec<Job>,
+    /// When the queue's earliest delayed job is due, if it has one.
+    pub next_due: Option<Millis>,
+}
+
+/// Answer of [`Store::start`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartOutcome {
+    /// The job is running; this is its attempt number.
+    Started {
+        /// 1-based attempt number.
+        attempt: u32,
+    },
+    /// The job was cancelled while it sat in the prefetch buffer; do not run it.
+    Cancelled,
+    /// The reservation was lost (expired and taken by someone else); do not run it.
+    LeaseLost,
+    /// No such job.
+    NotFound,
+}
+
+/// Answer of a settle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettleOutcome {
+    /// Applied.
+    Applied,
+    /// The caller no longer holds the job; nothing changed.
+    LeaseLost,
+    /// The execution moved to this revision since the plan was made; nothing changed.
+    Conflict(u64),
+}
+
+/// Answer of a cancel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// Cancelled.
+    Cancelled,
+    /// No such job.
+    NotFound,
+    /// The job is not pending (it is in this status).
+    NotPending(JobStatus),
+    /// The execution moved to this revision since the plan was made; nothing changed.
+    Conflict(u64),
+}
+
+fn status_reply(script: &'static str, reply: &[RValue]) -> Result<String, StoreError> {
+    match reply.first() {
+        Some(RValue::BulkString(b)) => Ok(String::from_utf8_lossy(b).into_owned()),
+        Some(RValue::SimpleString(s)) => Ok(s.clone()),
+        other => Err(contract(script, other)),
+    }
+}
+
+fn int_at(reply: &[RValue], i: usize) -> Option<i64> {
+    match reply.get(i) {
+        Some(RValue::Int(n)) => Some(*n),
+        Some(RValue::BulkString(b)) => std::str::from_utf8(b).ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
+/// The events of a newly created standalone job.
+fn enqueued_event(job: &NewJob) -> Event {
+    Event::new(
+        sluice_core::event::names::JOB_ENQUEUED,
+        json!({ "job_id": job.id, "queue": job.queue, "kind": job.kind, "priority": job.priority }),
+    )
+}
+
+impl Store {
+    fn shard_of_job(&self, id: &str) -> Result<u32, StoreError> {
+        let shard = ids::shard_of(id, ids::JOB)?;
+        if shard >= self.shards() {
+            return Err(ids::BadId { id: id.to_string(), expected: ids::JOB }.into());
+        }
+        Ok(shard)
+    }
+
+    /// Fixed leading ARGV of plan-carrying scripts: now, event cap, channel prefix.
+    fn common_args(&self, now: Millis) -> [String; 3] {
+        [now.to_string(), self.config.event_cap.to_string(), self.keys.notify_prefix()]
+    }
+
+    /// Creates standalone jobs (each id carries its shard). A job with a dedupe key that a
+    /// pending job of its queue already holds is not created; that job is returned instead.
+    ///
+    /// # Errors
+    /// Redis errors; malformed ids.
+    pub async fn enqueue(&self, jobs: &[NewJob], now: Millis) -> Result<Vec<EnqueueOutcome>, StoreError> {
+        let mut by_shard: BTreeMap<u32, Vec<(usize, &NewJob)>> = BTreeMap::new();
+        for (i, job) in jobs.iter().enumerate() {
+            by_shard.entry(self.shard_of_job(&job.id)?).or_default().push((i, job));
+        }
+        let mut out = vec![EnqueueOutcome::Created(String::new()); jobs.len()];
+        let mut conn = self.conn.clone();
+        for (shard, group) in by_shard {
+            for chunk in group.chunks(ENQUEUE_CHUNK) {
+                let mut keys = KeyList::for_shard(&self.keys, shard);
+                let entries: Vec<Value> = chunk
+                    .iter()
+                    .map(|(_, j)| plan::job_entry(&self.keys, &mut keys, shard, j, now))
+                    .collect();
+                let events: Vec<Value> = chunk
+                    .iter()
+                    .map(|(_, j)| {
+                        let e = enqueued_event(j);
+                        json!([e.kind, e.data.to_string()])
+                    })
+                    .collect();
+                let plan = json!({ "jobs": entries, "events": events });
+                let mut inv = self.scripts.enqueue.prepare_invoke();
+                for k in keys.into_vec() {
+                    inv.key(k);
+                }
+                inv.arg(&self.common_args(now)[..]).arg(plan.to_string());
+                let reply: Vec<RValue> = inv.invoke_async(&mut conn).await?;
+                for ((index, _), pair) in chunk.iter().zip(reply.chunks(2)) {
+                    let id = match pair.first() {
+                        Some(RValue::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+                        other => return Err(contract("enqueue", other)),
+                    };
+                    out[*index] = if int_at(pair, 1) == Some(1) {
+                        EnqueueOutcome::Created(id)
+                    } else {
+                        EnqueueOutcome::Existing(id)
+                    };
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads a job.
+    ///
+    /// # Errors
+    /// Redis errors; a malformed id or record.
+    pub async fn get_job(&self, id: &str) -> Result<Option<Job>, StoreError> {
+        let shard = self.shard_of_job(id)?;
+        let key = self.keys.job(shard, id);
+        let mut conn = self.conn.clone();
+        let map: std::collections::HashMap<String, String> =
+            redis::cmd("HGETALL").arg(&key).query_async(&mut conn).await?;
+        if map.is_empty() {
+            return Ok(None);
+        }
+        codec::job_from_hash(&key, &map).map(Some)
+    }
+
+    /// Promotes due delayed jobs of `queue` in `shard` (at most `promote_limit`), then
+    /// reserves up to `max` ready jobs for `worker` until `deadline`.
+    ///
+    /// # Errors
+    /// Redis errors; an unreadable job record.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn lease(
+        &self,
+        shard: u32,
+        queue: &str,
+        worker: &str,
+        max: usize,
+        deadline: Millis,
+        now: Millis,
+        promote_limit: usize,
+    ) -> Result<Leased, StoreError> {
+        let mut conn = self.conn.clone();
+        let token_prefix = ulid::Ulid::generate().to_string();
+        let reply: Vec<RValue> = self
+            .scripts
+            .lease
+            .key(self.keys.events(shard))
+            .key(self.keys.seq(shard))
+            .key(self.keys.queues(shard))
+            .key(self.keys.ready(shard, queue))
+            .key(self.keys.delayed(shard, queue))
+            .key(self.keys.leased(shard))
+            .arg(&self.common_args(now)[..])
+            .arg(max)
+            .arg(deadline)
+            .arg(worker)
+            .arg(token_prefix)
+            .arg(self.keys.job_prefix(shard))
+            .arg(promote_limit.max(1))
+            .invoke_async(&mut conn)
+            .await?;
+        let next_due = int_at(&reply, 0).filter(|d| *d >= 0);
+        let mut jobs = Vec::new();
+        for pair in reply[1.min(reply.len())..].chunks(2) {
+            let (Some(RValue::BulkString(id)), Some(fields)) = (pair.first(), pair.get(1)) else {
+                return Err(contract("lease", pair));
+            };
+            let flat: Vec<String> = redis::from_redis_value(fields.clone())?;
+            let key = self.keys.job(shard, &String::from_utf8_lossy(id));
+            jobs.push(codec::job_from_hash(&key, &codec::pairs_to_map(flat))?);
+        }
+        Ok(Leased { jobs, next_due })
+    }
+
+    /// Starts a reserved job under its lease token, extending the lease to `deadline`.
+    ///
+    /// # Errors
+    /// Redis errors; a malformed id.
+    pub async fn start(&self, job_id: &str, token: &str, deadline: Millis, now: Millis) -> Result<StartOutcome, StoreError> {
+        let shard = self.shard_of_job(job_id)?;
+        let mut conn = self.conn.clone();
+        let reply: Vec<RValue> = self
+            .scripts
+            .start
+            .key(self.keys.events(shard))
+            .key(self.keys.seq(shard))
+            .key(self.keys.queues(shard))
+            .key(self.keys.job(shard, job_id))
+            .key(self.keys.leased(shard))
+            .arg(&self.common_args(now)[..])
+            .arg(token)
+            .arg(deadline)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(match status_reply("start", &reply)?.as_str() {
+            "ok" => StartOutcome::Started {
+                attempt: u32::try_from(int_at(&reply, 1).unwrap_or(1)).unwrap_or(1),
+            },
+            "cancelled" => StartOutcome::Cancelled,
+            "lease_lost" => StartOutcome::LeaseLost,
+            "not_found" => StartOutcome::NotFound,
+            _ => return Err(contract("start", reply)),
+        })
+    }
+
+    /// Extends the leases of `(job id, token)` pairs to `deadline`. Returns, per pair,
+    /// whether the lease is still held.
+    ///
+    /// # Errors
+    /// Redis errors; a malformed id.
+    pub async fn heartbeat(&self, leases: &[(String, String)], deadline: Millis) -> Result<Vec<bool>, StoreError> {
+        let mut by_shard: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+        for (i, (id, _)) in leases.iter().enumerate() {
+            by_shard.entry(self.shard_of_job(id)?).or_default().push(i);
+        }
+        let mut out = vec![false; leases.len()];
+        let mut conn = self.conn.clone();
+        for (shard, group) in by_shard {
+            let mut inv = self.scripts.heartbeat.prepare_invoke();
+            inv.key(self.keys.leased(shard)).arg(deadline);
+            for &i in &group {
+                inv.key(self.keys.job(shard, &leases[i].0)).arg(&leases[i].1);
+            }
+            let reply: Vec<i64> = inv.invoke_async(&mut conn).await?;
+            for (&i, held) in group.iter().zip(reply) {
+                out[i] = held == 1;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Commits a running job's settlement together with `plan` (its execution's next state,
+    /// next jobs, events), fenced by `token` and guarded by `expected_rev` (-1: no
+    /// execution write). With `expired_before > 0` the lease must also have expired before
+    /// that time (the reaper's guard).
+    ///
+    /// # Errors
+    /// Redis errors; a malformed id.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn settle(
+        &self,
+        job: &Job,
+        token: &str,
+        settlement: &Settlement,
+        plan: &Plan,
+        expected_rev: i64,
+        expired_before: Millis,
+        now: Millis,
+    ) -> Result<SettleOutcome, StoreError> {
+        let shard = self.shard_of_job(&job.id)?;
+        let mut keys = KeyList::for_shard(&self.keys, shard);
+        keys.add(self.keys.job(shard, &job.id));
+        keys.add(self.keys.leased(shard));
+        keys.add(self.keys.ready(shard, &job.queue));
+        keys.add(self.keys.delayed(shard, &job.queue));
+        let tail = plan::tail(&self.keys, &mut keys, shard, plan, expected_rev, now);
+        let now_s = now.to_string();
+        let (fields, due) = match settlement {
+            Settlement::Completed { output } => (
+                json!({ "result": output.to_string(), "finished_at": now_s }),
+                0,
+            ),
+            Settlement::Retry { error, at, .. } => (
+                json!({
+                    "last_error": serde_json::to_string(error).unwrap_or_default(),
+                    "scheduled_at": at.to_string(),
+                }),
+                *at,
+            ),
+            Settlement::Failed { error } => (
+                json!({
+                    "last_error": serde_json::to_string(error).unwrap_or_default(),
+                    "finished_at": now_s,
+                }),
+                0,
+            ),
+        };
+        let body = json!({
+            "status": settlement.status().as_str(),
+            "fields": fields,
+            "due": due,
+            "tail": tail,
+        });
+        let mut inv = self.scripts.settle.prepare_invoke();
+        for k in keys.into_vec() {
+            inv.key(k);
+        }
+        inv.arg(&self.common_args(now)[..]).arg(token).arg(expired_before).arg(body.to_string());
+        let mut conn = self.conn.clone();
+        let reply: Vec<RValue> = inv.invoke_async(&mut conn).await?;
+        Ok(match status_reply("settle", &reply)?.as_str() {
+            "ok" => SettleOutcome::Applied,
+            "lease_lost" => SettleOutcome::LeaseLost,
+            "conflict" => SettleOutcome::Conflict(u64::try_from(int_at(&reply, 1).unwrap_or(0)).unwrap_or(0)),
+            _ => return Err(contract("settle", reply)),
+        })
+    }
+
+    /// Cancels a pending job together with `plan` (guarded by `expected_rev`, -1: none).
+    ///
+    /// # Errors
+    /// Redis errors; a malformed id.
+    pub async fn cancel(&self, job: &Job, plan: &Plan, expected_rev: i64, now: Millis) -> Result<CancelOutcome, StoreError> {
+        let shard = self.shard_of_job(&job.id)?;
+        let mut keys = KeyList::for_shard(&self.keys, shard);
+        keys.add(self.keys.job(shard, &job.id));
+        keys.add(self.keys.leased(shard));
+        keys.add(self.keys.ready(shard, &job.queue));
+        keys.add(self.keys.delayed(shard, &job.queue));
+        let tail = plan::tail(&self.keys, &mut keys, shard, plan, expected_rev, now);
+        let mut inv = self.scripts.cancel.prepare_invoke();
+        for k in keys.into_vec() {
+            inv.key(k);
+        }
+        inv.arg(&self.common_args(now)[..]).arg(json!({ "tail": tail }).to_string());
+        let mut conn = self.conn.clone();
+        let reply: Vec<RValue> = inv.invoke_async(&mut conn).await?;
+        Ok(match status_reply("cancel", &reply)?.as_str() {
+            "ok" => CancelOutcome::Cancelled,
+            "not_found" => CancelOutcome::NotFound,
+            "not_pending" => {
+                let status = match reply.get(1) {
+                    Some(RValue::BulkString(b)) => JobStatus::parse(&String::from_utf8_lossy(b)),
+                    _ => None,
+                };
+                CancelOutcome::NotPending(status.ok_or_else(|| contract("cancel", &reply))?)
+            }
+            "conflict" => CancelOutcome::Conflict(u64::try_from(int_at(&reply, 1).unwrap_or(0)).unwrap_or(0)),
+            _ => return Err(contract("cancel", reply)),
+        })
+    }
+
+    /// Gives a held job back to its queue unfinished (its started attempt is not counted).
+    /// Returns false when the lease was already lost.
+    ///
+    /// # Errors
+    /// Redis errors; a malformed id.
+    pub async fn release(&self, job_id: &str, queue: &str, token: &str, now: Millis) -> Result<bool, StoreError> {
+        let shard = self.shard_of_job(job_id)?;
+        let mut conn = self.conn.clone();
+        let reply: Vec<RValue> = self
+            .scripts
+            .release
+            .key(self.keys.events(shard))
+            .key(self.keys.seq(shard))
+            .key(self.keys.queues(shard))
+            .key(self.keys.job(shard, job_id))
+            .key(self.keys.leased(shard))
+            .key(self.keys.ready(shard, queue))
+            .key(self.keys.delayed(shard, queue))
+            .arg(&self.common_args(now)[..])
+            .arg(token)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(status_reply("release", &reply)? == "ok")
+    }
+
+    /// Moves up to `chunk` due delayed jobs of `queue` in `shard` to its ready set.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn promote(&self, shard: u32, queue: &str, now: Millis, chunk: usize) -> Result<usize, StoreError> {
+        let mut conn = self.conn.clone();
+        let moved: usize = self
+            .scripts
+            .promote
+            .key(self.keys.events(shard))
+            .key(self.keys.seq(shard))
+            .key(self.keys.queues(shard))
+            .key(self.keys.ready(shard, queue))
+            .key(self.keys.delayed(shard, queue))
+            .arg(&self.common_args(now)[..])
+            .arg(self.keys.job_prefix(shard))
+            .arg(chunk.max(1))
+            .arg(queue)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(moved)
+    }
+
+    /// Handles up to `chunk` expired leases of `shard`: reservations go back to their
+    /// queues here; expired running jobs are returned as `(id, token)` for the caller to
+    /// settle as failed attempts. Returns `(released, running)`.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn reclaim(&self, shard: u32, now: Millis, chunk: usize) -> Result<(usize, Vec<(String, String)>), StoreError> {
+        let mut conn = self.conn.clone();
+        let reply: Vec<RValue> = self
+            .scripts
+            .reclaim
+            .key(self.keys.events(shard))
+            .key(self.keys.seq(shard))
+            .key(self.keys.queues(shard))
+            .key(self.keys.leased(shard))
+            .arg(&self.common_args(now)[..])
+            .arg(self.keys.job_prefix(shard))
+            .arg(chunk.max(1))
+            .arg(self.keys.queue_prefix(shard))
+            .arg(crate::keys::READY_SUFFIX)
+            .invoke_async(&mut conn)
+            .await?;
+        let released = usize::try_from(int_at(&reply, 0).unwrap_or(0)).unwrap_or(0);
+        let mut running = Vec::new();
+        for pair in reply[1.min(reply.len())..].chunks(2) {
+            let strings: Vec<String> = pair
+                .iter()
+                .map(|v| redis::from_redis_value::<String>(v.clone()))
+                .collect::<Result<_, _>>()?;
+            if let [id, token] = strings.as_slice() {
+                running.push((id.clone(), token.clone()));
+            }
+        }
+        Ok((released, running))
+    }
+
+    /// The queue names that ever held a job in `shard`.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn queues(&self, shard: u32) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut names: Vec<String> =
+            redis::cmd("SMEMBERS").arg(self.keys.queues(shard)).query_async(&mut conn).await?;
+        names.sort();
+        Ok(names)
+    }
+}

@@ -1,0 +1,185 @@
+//! Every Redis key sluice uses is built here, and nowhere else.
+//!
+//! All keys of one shard share the hash tag `{<prefix>:<shard>}`, so every script touches a
+//! single Redis Cluster slot: an execution, its step jobs, their queue entries, its target
+//! slot and its idempotency key always live together. Pipelines (read by every shard) live
+//! under the global tag `{<prefix>:g}`. `docs/redis-keys.md` lists every key with its type
+//! and owner; a test keeps the two in step.
+//!
+//! Lua scripts receive keys from here (as `KEYS`), plus two prefixes for keys they can only
+//! know at run time (a job popped from a queue): [`Keys::job_prefix`] and
+//! [`Keys::queue_prefix`] with [`READY_SUFFIX`].
+
+/// Suffix of a queue's ready set after [`Keys::queue_prefix`] and the queue name.
+pub const READY_SUFFIX: &str = ":ready";
+/// Suffix of a queue's delayed set after [`Keys::queue_prefix`] and the queue name.
+pub const DELAYED_SUFFIX: &str = ":delayed";
+
+/// Builds keys for one deployment (`redis.prefix`, `redis.shards`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    prefix: String,
+    shards: u32,
+}
+
+impl Keys {
+    /// Keys under `prefix` with `shards` shards (at least 1).
+    pub fn new(prefix: impl Into<String>, shards: u32) -> Self {
+        Self { prefix: prefix.into(), shards: shards.max(1) }
+    }
+
+    /// The number of shards.
+    pub fn shards(&self) -> u32 {
+        self.shards
+    }
+
+    /// The prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn tag(&self, shard: u32) -> String {
+        format!("{{{}:{shard}}}", self.prefix)
+    }
+
+    /// HASH `{p:s}:job:<id>`: one job (fields in `docs/redis-keys.md`). Owner: the job
+    /// scripts. Kept until pruned by retention.
+    pub fn job(&self, shard: u32, id: &str) -> String {
+        format!("{}:job:{id}", self.tag(shard))
+    }
+
+    /// Prefix of every job hash of a shard (a job id appended gives [`Keys::job`]).
+    pub fn job_prefix(&self, shard: u32) -> String {
+        format!("{}:job:", self.tag(shard))
+    }
+
+    /// Prefix of a shard's queue keys (a queue name and a suffix appended).
+    pub fn queue_prefix(&self, shard: u32) -> String {
+        format!("{}:q:", self.tag(shard))
+    }
+
+    /// ZSET `{p:s}:q:<queue>:ready`: ready job ids, scored by priority then arrival.
+    pub fn ready(&self, shard: u32, queue: &str) -> String {
+        format!("{}{queue}{READY_SUFFIX}", self.queue_prefix(shard))
+    }
+
+    /// ZSET `{p:s}:q:<queue>:delayed`: job ids scored by due time (ms).
+    pub fn delayed(&self, shard: u32, queue: &str) -> String {
+        format!("{}{queue}{DELAYED_SUFFIX}", self.queue_prefix(shard))
+    }
+
+    /// ZSET `{p:s}:leased`: ids of reserved or running jobs, scored by lease deadline (ms).
+    pub fn leased(&self, shard: u32) -> String {
+        format!("{}:leased", self.tag(shard))
+    }
+
+    /// STRING `{p:s}:seq`: counter giving ready jobs their arrival order.
+    pub fn seq(&self, shard: u32) -> String {
+        format!("{}:seq", self.tag(shard))
+    }
+
+    /// SET `{p:s}:queues`: names of the queues that ever held a job in this shard.
+    pub fn queues(&self, shard: u32) -> String {
+        format!("{}:queues", self.tag(shard))
+    }
+
+    /// STREAM `{p:s}:events`: the shard's event stream, capped.
+    pub fn events(&self, shard: u32) -> String {
+        format!("{}:events", self.tag(shard))
+    }
+
+    /// HASH `{p:s}:ex:<id>`: one execution: `doc` (JSON), `status`, `rev`.
+    pub fn execution(&self, shard: u32, id: &str) -> String {
+        format!("{}:ex:{id}", self.tag(shard))
+    }
+
+    /// STRING `{p:s}:target:<target>`: id of the live execution holding the target.
+    pub fn target(&self, shard: u32, target: &str) -> String {
+        format!("{}:target:{target}", self.tag(shard))
+    }
+
+    /// STRING `{p:s}:idem:<key>`: id of the execution started with this idempotency key.
+    pub fn idempotency(&self, shard: u32, key: &str) -> String {
+        format!("{}:idem:{key}", self.tag(shard))
+    }
+
+    /// STRING `{p:s}:dedupe:<queue>:<key>`: id of the pending job holding this dedupe key.
+    pub fn dedupe(&self, shard: u32, queue: &str, key: &str) -> String {
+        format!("{}:dedupe:{queue}:{key}", self.tag(shard))
+    }
+
+    /// HASH `{p:g}:pipeline:<id>`: `version`, `digest`, `def:<n>` per version.
+    pub fn pipeline(&self, id: &str) -> String {
+        format!("{{{}:g}}:pipeline:{id}", self.prefix)
+    }
+
+    /// SET `{p:g}:pipelines`: every pipeline id.
+    pub fn pipelines(&self) -> String {
+        format!("{{{}:g}}:pipelines", self.prefix)
+    }
+
+    /// Pub/Sub channel prefix: `<p>:notify:` + queue name is published when a job of that
+    /// queue becomes ready. A channel, not a key.
+    pub fn notify_prefix(&self) -> String {
+        format!("{}:notify:", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Extracts the hash tag Redis Cluster uses to place a key.
+    fn hash_tag(key: &str) -> &str {
+        let open = key.find('{').expect("tag");
+        let close = key[open..].find('}').expect("tag end") + open;
+        &key[open + 1..close]
+    }
+
+    #[test]
+    fn every_key_of_a_shard_shares_one_hash_tag() {
+        let k = Keys::new("sluice", 4);
+        let keys = [
+            k.job(3, "job_3_X"),
+            k.ready(3, "deploy"),
+            k.delayed(3, "deploy"),
+            k.leased(3),
+            k.seq(3),
+            k.queues(3),
+            k.events(3),
+            k.execution(3, "ex_3_X"),
+            k.target(3, "repo:acme/{web}"),
+            k.idempotency(3, "abc"),
+            k.dedupe(3, "default", "k"),
+        ];
+        for key in &keys {
+            assert_eq!(hash_tag(key), "sluice:3", "{key}");
+        }
+        assert_eq!(hash_tag(&k.pipeline("release")), "sluice:g");
+        assert_eq!(k.job(0, "a"), format!("{}a", k.job_prefix(0)));
+        assert_eq!(k.ready(1, "q"), format!("{}q{READY_SUFFIX}", k.queue_prefix(1)));
+    }
+
+    #[test]
+    fn redis_keys_doc_lists_every_key() {
+        let doc = include_str!("../../docs/redis-keys.md");
+        for pattern in [
+            "{p:s}:job:<id>",
+            "{p:s}:q:<queue>:ready",
+            "{p:s}:q:<queue>:delayed",
+            "{p:s}:leased",
+            "{p:s}:seq",
+            "{p:s}:queues",
+            "{p:s}:events",
+            "{p:s}:ex:<id>",
+            "{p:s}:target:<target>",
+            "{p:s}:idem:<key>",
+            "{p:s}:dedupe:<queue>:<key>",
+            "{p:g}:pipeline:<id>",
+            "{p:g}:pipelines",
+            "<p>:notify:<queue>",
+        ] {
+            assert!(doc.contains(pattern), "docs/redis-keys.md does not list {pattern}");
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! The sluice store: the only crate that talks to Redis.
+//!
+//! - [`keys`] builds every key; all keys of a shard share one hash tag.
+//! - `lua/*.lua` holds one script per atomic operation, each with a header documenting its
+//!   KEYS, ARGV, return value and invariant; [`scripts`] loads them.
+//! - [`Store`] wraps each script in one typed method, and [`engine`] runs the
+//!   read → plan (in `sluice-core`) → commit loop that turns a settled job into the next state
+//!   of its execution, recomputing on a lost revision race.
+//!
+//! Invariants: every write by a lease holder is fenced by its token; every execution write
+//! is a compare-and-set on its revision; scripts never read the clock or decide anything,
+//! `now` and every decision arrive as arguments.
+
+pub mod engine;
+pub mod keys;
+mod codec;
+mod executions;
+mod jobs;
+mod notify;
+mod pipelines;
+mod plan;
+mod scripts;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+pub use executions::StartOutcome;
+pub use jobs::{CancelOutcome, EnqueueOutcome, Leased, SettleOutcome, StartOutcome as JobStart};
+pub use keys::Keys;
+pub use notify::Notifier;
+pub use pipelines::StoredPipeline;
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Redis answered with an error or could not be reached.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// A Redis reply has an unexpected shape.
+    #[error("redis reply: {0}")]
+    Reply(#[from] redis::ParsingError),
+    /// A stored record cannot be read.
+    #[error("stored record `{key}` is unreadable: {reason}")]
+    Corrupt {
+        /// The Redis key.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A script answered something its contract does not allow.
+    #[error("script `{script}` answered unexpectedly: {reply}")]
+    Contract {
+        /// The script.
+        script: &'static str,
+        /// What it answered.
+        reply: String,
+    },
+    /// An id is malformed.
+    #[error(transparent)]
+    BadId(#[from] sluice_core::ids::BadId),
+    /// Too many lost revision races in a row on one execution.
+    #[error("execution `{0}` is being modified concurrently; try again")]
+    Contended(String),
+}
+
+/// Connection and layout settings.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// `redis://host:port[/db]`.
+    pub url: String,
+    /// Key prefix (`redis.prefix`).
+    pub prefix: String,
+    /// Number of shards (`redis.shards`), fixed per deployment.
+    pub shards: u32,
+    /// Approximate cap of each shard's event stream.
+    pub event_cap: u64,
+    /// How long an idempotency key keeps returning its execution.
+    pub idempotency_ttl: Duration,
+    /// Time limit of one Redis call.
+    pub response_timeout: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".into(),
+            prefix: "sluice".into(),
+            shards: 1,
+            event_cap: 100_000,
+            idempotency_ttl: Duration::from_secs(7 * 24 * 3600),
+            response_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A handle on the store. Cheap to clone; clones share one multiplexed connection that
+/// reconnects on its own with backoff.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) conn: ConnectionManager,
+    pub(crate) client: redis::Client,
+    pub(crate) keys: Keys,
+    pub(crate) scripts: Arc<scripts::Scripts>,
+    pub(crate) config: Arc<StoreConfig>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("prefix", &self.keys.prefix()).finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Connects (the first connection must succeed; later drops are reconnected).
+    ///
+    /// # Errors
+    /// The URL is invalid or Redis cannot be reached.
+    pub async fn connect(config: StoreConfig) -> Result<Self, StoreError> {
+        let client = redis::Client::open(config.url.as_str())?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(config.response_timeout))
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_max_delay(Duration::from_secs(2));
+        let conn = ConnectionManager::new_with_config(client.clone(), manager_config).await?;
+        let keys = Keys::new(config.prefix.clone(), config.shards);
+        Ok(Self { conn, client, keys, scripts: Arc::new(scripts::Scripts::load()), config: Arc::new(config) })
+    }
+
+    /// The key builder.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// The number of shards.
+    pub fn shards(&self) -> u32 {
+        self.keys.shards()
+    }
+
+    /// Checks that Redis answers and loads every script (used by `/readyz`).
+    ///
+    /// # Errors
+    /// Redis is unreachable or refuses a script.
+    pub async fn ready(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        for script in self.scripts.all() {
+            script.load_async(&mut conn).await?;
+        }
+        Ok(())
+    }
+
+    /// Counts of the commands Redis has run, by command (from `INFO commandstats`), for
+    /// measuring the cost of operations.
+    ///
+    /// # Errors
+    /// Redis is unreachable.
+    pub async fn command_counts(&self) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
+        let mut conn = self.conn.clone();
+        let info: String = redis::cmd("INFO").arg("commandstats").query_async(&mut conn).await?;
+        let mut out = std::collections::BTreeMap::new();
+        for line in info.lines() {
+            // cmdstat_zadd:calls=10,usec=20,...
+            if let Some(rest) = line.strip_prefix("cmdstat_")
+                && let Some((name, stats)) = rest.split_once(':')
+                && let Some(calls) = stats.split(',').find_map(|kv| kv.strip_prefix("calls="))
+            {
+                out.insert(name.to_string(), calls.parse().unwrap_or(0));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Resets the counters read by [`Store::command_counts`].
+    ///
+    /// # Errors
+    /// Redis is unreachable.
+    pub async fn reset_command_counts(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut conn).await?;
+        Ok(())
+    }
+}
+
+/// Turns a script's status reply into an error naming the script.
+pub(crate) fn contract(script: &'static str, reply: impl std::fmt::Debug) -> StoreError {
+    StoreError::Contract { script, reply: format!("{reply:?}") }
+}

@@ -1,0 +1,271 @@
+//! Job semantics against a real `redis-server` started by the test kit.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sluice_core::execution::Plan;
+use sluice_core::ids;
+use sluice_core::job::{JobError, JobStatus, NewJob, Settlement, kinds};
+use sluice_core::retry::{Backoff, RetryPolicy};
+use sluice_store::{CancelOutcome, EnqueueOutcome, JobStart, SettleOutcome, Store, StoreConfig};
+use sluice_testkit::RedisServer;
+
+const T0: i64 = 1_700_000_000_000;
+
+async fn store(redis: &RedisServer) -> Store {
+    Store::connect(StoreConfig { url: redis.url(), ..StoreConfig::default() }).await.unwrap()
+}
+
+fn new_job(queue: &str) -> NewJob {
+    NewJob {
+        id: ids::new_id(ids::JOB, 0),
+        queue: queue.into(),
+        kind: kinds::NOOP.into(),
+        payload: json!({"n": 1}),
+        priority: 0,
+        retry: RetryPolicy {
+            max_attempts: 3,
+            backoff: Backoff::Fixed,
+            initial_ms: 1_000,
+            max_ms: 1_000,
+            jitter: false,
+        },
+        timeout_ms: None,
+        run_at: None,
+        dedupe_key: None,
+        execution_id: None,
+        step: None,
+    }
+}
+
+async fn events(redis: &RedisServer) -> Vec<(String, Value)> {
+    let mut conn = redis.client().get_multiplexed_async_connection().await.unwrap();
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg("{sluice:0}:events")
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    entries
+        .into_iter()
+        .map(|(_, fields)| {
+            let ty = fields.iter().find(|(k, _)| k == "type").unwrap().1.clone();
+            let data = fields.iter().find(|(k, _)| k == "data").unwrap().1.clone();
+            (ty, serde_json::from_str(&data).unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_job_goes_from_enqueue_through_lease_and_start_to_completed() {
+    let redis = RedisServer::start();
+    let store = store(&redis).await;
+    let job = new_job("default");
+    let out = store.enqueue(std::slice::from_ref(&job), T0).await.unwrap();
+    assert_eq!(out, vec![EnqueueOutcome::Created(job.id.clone())]);
+
+    let leased = store.lease(0, "default", "w1", 10, T0 + 30_000, T0, 100).await.unwrap();
+    assert_eq!(leased.jobs.len(), 1);
+    let held = &leased.jobs[0];
+    assert_eq!(held.status, JobStatus::Pending, "a reservation stays pending until started");
+    let token = held.lease.as_ref().unwrap().token.clone();
+    assert_eq!(store.start(&job.id, &token, T0 + 30_000, T0).await.unwrap(), JobStart::Started { attempt: 1 });
+    assert_eq!(store.start(&job.id, &token, T0 + 30_000, T0).await.unwrap(), JobStart::LeaseLost);
+
+    let mut running = store.get_job(&job.id).await.unwrap().unwrap();
+    assert_eq!(running.status, JobStatus::Running);
+    assert_eq!(running.attempts, 1);
+    running.attempts = 1;
+    let settlement = Settlement::Completed { output: json!({"ok": true}) };
+    let plan = Plan { events: sluice_core::execution::settlement_events(&running, &settlement), ..Plan::default() };
+    let r = store.settle(&running, &token, &settlement, &plan, -1, 0, T0 + 5).await.unwrap();
+    assert_eq!(r, SettleOutcome::Applied);
+    let again = store.settle(&running, &token, &settlement, &plan, -1, 0, T0 + 6).await.unwrap();
+    assert_eq!(again, SettleOutcome::LeaseLost, "a result is applied once");
+
+    let done = store.get_job(&job.id).await.unwrap().unwrap();
+    assert_eq!(done.status, JobStatus::Completed);
+    assert_eq!(done.result, Some(json!({"ok": true})));
+    assert_eq!(done.finished_at, Some(T0 + 5));
+    assert!(done.lease.is_none());
+    let kinds: Vec<String> = events(&redis).await.into_iter().map(|(k, _)| k).collect();
+    assert_eq!(kinds, ["job.enqueued", "job.started", "job.completed"]);
+}
+
+#[tokio::test]
+async fn higher_priority_leases_first_then_arrival_order() {
+    let redis = RedisServer::start();
+    let store = store(&redis).await;
+    let mut jobs = Vec::new();
+    for p in [0, 5, 0, 5] {
+        let mut j = new_job("default");
+        j.priority = p;
+        jobs.push(j);
+    }
+    store.enqueue(&jobs, T0).await.unwrap();
+    let leased = store.lease(0, "default", "w", 10, T0 + 1000, T0, 10).await.unwrap();
+    let order: Vec<&str> = leased.jobs.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(order, [&jobs[1].id, &jobs[3].id, &jobs[0].id, &jobs[2].id]);
+}
+
+#[tokio::test]
+async fn a_dedupe_key_returns_the_pending_job_until_it_starts() {
+    let redis = RedisServer::start();
+    let store = store(&redis).await;
+    let mut a = new_job("default");
+    a.dedupe_key = Some("nightly".into());
+    let mut b = new_job("default");
+    b.dedupe_key = Some("nightly".into());
+    store.enqueue(std::slice::from_ref(&a), T0).await.unwrap();
+    let out = store.enqueue(std::slice::from_ref(&b), T0).await.unwrap();
+    assert_eq!(out, vec![EnqueueOutcome::Existing(a.id.clone())]);
+    assert!(store.get_job(&b.id).await.unwrap().is_none());
+
+    let leased = store.lease(0, "default", "w", 10, T0 + 1000, T0, 10).await.unwrap();
+    let token = leased.jobs[0].lease.as_ref().unwrap().token.clone();
+    store.start(&a.id, &token, T0 + 1000, T0).await.unwrap();
+    let out = store.enqueue(std::slice::from_ref(&b), T0).await.unwrap();
+    assert_eq!(out, vec![EnqueueOutcome::Created(b.id.clone())], "once running, the key is free");
+}
+
+#[tokio::test]
+async fn a_retry_waits_for_its_backoff_in_the_delayed_set() {
+    let redis = RedisServer::start();
+    let store = store(&redis).await;
+    let job = new_job("default");
+    store.enqueue(std::slice::from_ref(&job), T0).await.unwrap();
+    let leased = store.lease(0, "default", "w", 1, T0 + 10_000, T0, 10).await.unwrap();
+    let token = leased.jobs[0].lease.clone().unwrap().token;
+    store.start(&job.id, &token, T0 + 10_000, T0).await.unwrap();
+    let running = store.get_job(&job.id).await.unwrap().unwrap();
+    let settlement = Settlement::Retry { error: JobError::retryable("exit code 1"), at: T0 + 1_000, delay_ms: 1_000 };
+    let r = store.settle(&running, &token, &settlement, &Plan::default(), -1, 0, T0).await.unwrap();
+    assert_eq!(r, SettleOutcome::Applied);
+
+    let early = store.lease(0, "default", "w", 1, T0 + 10_000, T0 + 999, 10).await.unwrap();
+    assert!(early.jobs.is_empty());
+    assert_eq!(early.next_due, Some(T0 + 1_000));
+    let due = store.lease(0, "default", "w", 1, T0 + 10_000, T0 + 1_000, 10).await.unwrap();
+    assert_eq!(due.jobs.len(), 1);
+    assert_eq!(due.jobs[0].attempts, 1);
+    assert_eq!(due.jobs[0].last_error.as_ref().unwrap().message, "exit code 1");
+}
+
+#[tokio::test]
+async fn cancel_removes_a_pending_job_wherever_it_waits() {
+    let redis = RedisServer::start();
+    let store = store(&redis).await;
+    let ready = new_job("default");
+    let mut delayed = new_job("default");
+    delayed.run_at = Some(T0 + 60_000);
+    let prefetched = new_job("other");
+    store.enqueue(&[ready.clone(), delayed.clone(), prefetched.clone()], T0).await.unwrap();
+    let reserved = store.lease(0, "other", "w", 1, T0 + 10_000, T0, 10).await.unwrap();
+    let token = reserved.jobs[0].lease.clone().unwrap().token;
+
+    for job in [&ready, &delayed, &prefetched] {
+        let j = store.get_job(&job.id).await.unwrap().unwrap();
+        assert_eq!(store.cancel(&j, &Plan::default(), -1, T0).await.unwrap(), CancelOutcome::Cancelled);
+        assert_eq!(store.get_job(&job.id).await.unwrap().unwrap().status, JobStatus::Cancelled);
+    }
+    assert_eq!(store.start(&prefetched.id, &token, T0 + 10_000, T0).await.unwrap(), JobStart::Cancelled);
+    let later = store.lease(0, "default", "w", 10, T0 + 200_000, T0 + 100_000, 10).await.unwrap();
+    assert!(later.jobs.is_empty(), "a cancelled job is never leased");
+    assert_eq!(later.next_due, None);
+
+    let j = store.get_job(&ready.id).await.unwrap().unwrap();
+    assert_eq!(
+        store.cancel(&j, &Plan::default(), -1, T0).await.unwrap(),
+        CancelOutcome::NotPending(JobStatus::Cancelled)
+    );
+}
+
+#[tokio::test]
+async fn a_holder_whose_lease_expired_and_was_re_leased_changes_nothing() {
+    let redis = RedisServer::start();
+    let store = store(&redis).await;
+    let job = new_job("default");
+    store.enqueue(std::slice::from_ref(&job), T0).await.unwrap();
+    let first = store.lease(0, "default", "a", 1, T0 + 1_000, T0, 10).await.unwrap();
+    let old = first.jobs[0].lease.clone().unwrap().token;
+    store.start(&job.id, &old, T0 + 1_000, T0).await.unwrap();
+
+    // The lease expires; the reclaim puts the job back as a failed attempt (delayed 1 s).
+    let (released, running) = store.reclaim(0, T0 + 2_000, 10).await.unwrap();
+    assert_eq!(released, 0);
+    assert_eq!(running, vec![(job.id.clone(), old.clone())]);
+    let expired = store.get_job(&job.id).await.unwrap().unwrap();
+    let settlement = Settlement::Retry { error: JobError::retryable("lease expired"), at: T0 + 2_000, delay_ms: 0 };
+    let r = store.settle(&expired, &old, &settlement, &Plan::default(), -1, T0 + 2_000, T0 + 2_000).await.unwrap();
+    assert_eq!(r, SettleOutcome::Applied);
+    let second = store.lease(0, "default", "b", 1, T0 + 9_000, T0 + 2_000, 10).await.unwrap();
+    let new = second.jobs[0].lease.clone().unwrap().token;
+    assert_ne!(old, new);
+    store.start(&job.id, &new, T0 + 9_000, T0 + 2_000).await.unwrap();
+
+    // The old holder comes back: heartbeat, start, settle and release all report the loss.
+    assert_eq!(store.heartbeat(&[(job.id.clone(), old.clone())], T0 + 99_000).await.unwrap(), vec![false]);
+    let stale = store.get_job(&job.id).await.unwrap().unwrap();
+    let done = Settlement::Completed { output: Value::Null };
+    assert_eq!(
+        store.settle(&stale, &old, &done, &Plan::default(), -1, 0, T0 + 3_000).await.unwrap(),
+        SettleOutcome::LeaseLost
+    );
+    assert!(!store.release(&job.id, "default", &old, T0 + 3_000).await.unwrap());
+    let now = store.get_job(&job.id).await.unwrap().unwrap();
+    assert_eq!(now.status, JobStatus::Running);
+    assert_eq!(now.attempts, 2);
+    assert_eq!(now.lease.unwrap().token, new);
+    assert_eq!(store.heartbeat(&[(job.id.clone(), new)], T0 + 99_000).await.unwrap(), vec![true]);
+}
+
+#[tokio::test]
+async fn expired_reservations_return_to_the_queue_without_counting_an_attempt() {
+    let redis = RedisServer::start();
+    let store = store(&redis).await;
+    let job = new_job("default");
+    store.enqueue(std::slice::from_ref(&job), T0).await.unwrap();
+    store.lease(0, "default", "a", 1, T0 + 1_000, T0, 10).await.unwrap();
+    let (released, running) = store.reclaim(0, T0 + 1_001, 10).await.unwrap();
+    assert_eq!((released, running.len()), (1, 0));
+    let again = store.lease(0, "default", "b", 1, T0 + 9_000, T0 + 1_001, 10).await.unwrap();
+    assert_eq!(again.jobs.len(), 1);
+    assert_eq!(again.jobs[0].attempts, 0);
+}
+
+#[tokio::test]
+async fn release_gives_a_running_job_back_without_counting_the_attempt() {
+    let redis = RedisServer::start();
+    let store = store(&redis).await;
+    let job = new_job("default");
+    store.enqueue(std::slice::from_ref(&job), T0).await.unwrap();
+    let l = store.lease(0, "default", "a", 1, T0 + 1_000, T0, 10).await.unwrap();
+    let token = l.jobs[0].lease.clone().unwrap().token;
+    store.start(&job.id, &token, T0 + 1_000, T0).await.unwrap();
+    assert!(store.release(&job.id, "default", &token, T0 + 10).await.unwrap());
+    let j = store.get_job(&job.id).await.unwrap().unwrap();
+    assert_eq!((j.status, j.attempts), (JobStatus::Pending, 0));
+    assert_eq!(store.lease(0, "default", "b", 1, T0 + 9_000, T0 + 20, 10).await.unwrap().jobs.len(), 1);
+}
+
+#[tokio::test]
+async fn promotion_moves_due_jobs_in_bounded_chunks() {
+    let redis = RedisServer::start();
+    let store = store(&redis).await;
+    let jobs: Vec<NewJob> = (0..25)
+        .map(|_| {
+            let mut j = new_job("default");
+            j.run_at = Some(T0 + 100);
+            j
+        })
+        .collect();
+    store.enqueue(&jobs, T0).await.unwrap();
+    assert_eq!(store.promote(0, "default", T0 + 99, 10).await.unwrap(), 0);
+    assert_eq!(store.promote(0, "default", T0 + 100, 10).await.unwrap(), 10);
+    assert_eq!(store.promote(0, "default", T0 + 100, 10).await.unwrap(), 10);
+    assert_eq!(store.promote(0, "default", T0 + 100, 10).await.unwrap(), 5);
+    assert_eq!(store.promote(0, "default", T0 + 100, 10).await.unwrap(), 0);
+    assert_eq!(store.queues(0).await.unwrap(), vec!["default".to_string()]);
+    let _ = Duration::ZERO;
+}
