@@ -23,14 +23,15 @@ local function notify(queue)
 end
 
 -- Places job `id` (key `job_key`) of `queue` in its ready set (due <= now) or delayed set.
+-- Either way idle workers are told: a new due time may be earlier than the one they wait for.
 local function place(job_key, id, queue, priority, due, ready_key, delayed_key, now)
   if due > now then
     redis.call('ZADD', delayed_key, int(due), id)
   else
     local seq = redis.call('INCR', KEYS[2])
     redis.call('ZADD', ready_key, ready_score(priority, seq), id)
-    notify(queue)
   end
+  notify(queue)
 end
 
 local function emit(kind, data)

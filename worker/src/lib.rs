@@ -1,3 +1,87 @@
 //! The sluice worker service.
+//!
+//! A worker leases jobs from its queues (in every shard), runs them, and settles each
+//! attempt through the engine, which advances the job's execution in the same atomic write.
+//! It is built on the apalis runtime (`Monitor`, `WorkerBuilder`, tower layers) over the
+//! sluice store as its backend ([`backend::StoreBackend`]).
+//!
+//! Contract: at-least-once execution, exactly-once application. A job may run again if its
+//! worker dies mid-run (a new attempt), but its result is applied once: every write is
+//! fenced by the lease token, and an execution only advances at the revision it was read.
 
+pub mod backend;
 pub mod command;
+mod inflight;
+mod runtime;
+mod service;
+pub mod tail;
+
+use std::time::Duration;
+
+pub use runtime::LeasedJob;
+pub use service::{Worker, WorkerError, WorkerHandle};
+
+/// Settings of one worker process.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Queues to lease from.
+    pub queues: Vec<String>,
+    /// Jobs run at once (also the most jobs held, reserved or running).
+    pub concurrency: usize,
+    /// How long a lease lasts without a heartbeat; heartbeats run every third of it.
+    pub lease_ttl: Duration,
+    /// How long running jobs may finish after a shutdown signal.
+    pub shutdown_timeout: Duration,
+    /// Longest wait between lease attempts when no notification arrives.
+    pub idle_poll: Duration,
+    /// Between SIGTERM and SIGKILL when a command is stopped.
+    pub kill_grace: Duration,
+    /// A job running longer than this is abandoned and counted as a failed attempt.
+    pub job_time_ceiling: Duration,
+    /// Unique id of this worker process (host, pid and a random part).
+    pub worker_id: String,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            queues: vec!["default".into()],
+            concurrency: 16,
+            lease_ttl: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(30),
+            idle_poll: Duration::from_secs(5),
+            kill_grace: Duration::from_secs(10),
+            job_time_ceiling: Duration::from_secs(24 * 3600),
+            worker_id: default_worker_id(),
+        }
+    }
+}
+
+impl WorkerConfig {
+    /// Checks the settings.
+    ///
+    /// # Errors
+    /// A message naming the setting that cannot work.
+    pub fn check(&self) -> Result<(), String> {
+        if self.queues.is_empty() {
+            return Err("worker.queues must name at least one queue".into());
+        }
+        if self.concurrency == 0 {
+            return Err("worker.concurrency must be at least 1".into());
+        }
+        if self.lease_ttl < Duration::from_millis(300) {
+            return Err("worker.lease_ttl must be at least 300ms".into());
+        }
+        Ok(())
+    }
+}
+
+/// `<host>-<pid>-<random>`: unique per process start, so a restarted worker never shares
+/// an identity with its previous life.
+pub fn default_worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".into());
+    let random = ulid::Ulid::generate().to_string();
+    format!("{host}-{}-{}", std::process::id(), &random[random.len() - 6..])
+}
