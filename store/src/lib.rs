@@ -188,3 +188,14 @@ impl Store {
 pub(crate) fn contract(script: &'static str, reply: impl std::fmt::Debug) -> StoreError {
     StoreError::Contract { script, reply: format!("{reply:?}") }
 }
+
+/// Whether a Redis answers `PING` at `url` within one second (used by `sluice up` to decide
+/// whether to start a private server).
+pub async fn ping(url: &str) -> bool {
+    let Ok(client) = redis::Client::open(url) else { return false };
+    let attempt = async {
+        let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+        redis::cmd("PING").query_async::<String>(&mut conn).await.ok()
+    };
+    matches!(tokio::time::timeout(Duration::from_secs(1), attempt).await, Ok(Some(_)))
+}

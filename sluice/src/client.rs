@@ -1,0 +1,303 @@
+//! Client commands: they call the HTTP API (so validation lives in one place).
+//!
+//! Exit codes: 0 ok, 1 the operation was refused (the problem's `code` is printed), 2 usage
+//! error (from clap), 3 the API cannot be reached.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+/// A refused operation or an unreachable API, mapped to an exit code.
+#[derive(Debug)]
+pub enum ClientError {
+    /// The API answered with a problem.
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// Problem body.
+        problem: Value,
+    },
+    /// The API cannot be reached.
+    Unreachable(String),
+    /// Local input is wrong (file, JSON).
+    Input(String),
+}
+
+impl ClientError {
+    /// The process exit code.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ClientError::Refused { .. } | ClientError::Input(_) => 1,
+            ClientError::Unreachable(_) => 3,
+        }
+    }
+
+    /// Prints the error for humans (stderr).
+    pub fn report(&self) {
+        match self {
+            ClientError::Refused { status, problem } => {
+                let code = problem.get("code").and_then(Value::as_str).unwrap_or("ERROR");
+                let detail = problem
+                    .get("detail")
+                    .and_then(Value::as_str)
+                    .or_else(|| problem.get("title").and_then(Value::as_str))
+                    .unwrap_or("");
+                eprintln!("error: {code} ({status}): {detail}");
+                if let Some(problems) = problem.get("problems").and_then(Value::as_array) {
+                    for p in problems {
+                        let field = p.get("field").and_then(Value::as_str).unwrap_or("");
+                        let message = p.get("message").and_then(Value::as_str).unwrap_or("");
+                        eprintln!("  {field}: {message}");
+                    }
+                }
+            }
+            ClientError::Unreachable(e) => eprintln!("error: cannot reach the sluice API: {e}"),
+            ClientError::Input(e) => eprintln!("error: {e}"),
+        }
+    }
+}
+
+/// Talks to one API.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client of the API at `base` (`http://127.0.0.1:7070`).
+    pub fn new(base: &str, token: Option<String>) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap_or_default();
+        Self { base: base.trim_end_matches('/').to_string(), token, http }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> Result<Value, ClientError> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.map_err(|e| ClientError::Unreachable(format!("{}: {e}", self.base)))?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| ClientError::Unreachable(e.to_string()))?;
+        let value: Value = serde_json::from_str(&text).unwrap_or(json!({ "detail": text }));
+        if status.is_success() {
+            Ok(value)
+        } else {
+            Err(ClientError::Refused { status: status.as_u16(), problem: value })
+        }
+    }
+
+    /// `GET path`.
+    pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    /// `POST path` with a JSON body.
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    /// `PUT path` with a JSON body.
+    pub async fn put(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        self.call(reqwest::Method::PUT, path, Some(body)).await
+    }
+}
+
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+fn s<'a>(v: &'a Value, k: &str) -> &'a str {
+    v.get(k).and_then(Value::as_str).unwrap_or("")
+}
+
+fn ms(v: &Value, k: &str) -> Option<i64> {
+    v.get(k).and_then(Value::as_i64)
+}
+
+/// Prints an execution as a small table.
+pub fn print_execution(e: &Value) {
+    println!(
+        "execution {}  pipeline {} v{}  status {}  run {}{}",
+        s(e, "id"),
+        s(e, "pipeline_id"),
+        e.get("pipeline_version").and_then(Value::as_u64).unwrap_or(0),
+        s(e, "status"),
+        e.get("run").and_then(Value::as_u64).unwrap_or(1),
+        e.get("target").and_then(Value::as_str).map(|t| format!("  target {t}")).unwrap_or_default(),
+    );
+    println!("{:<24} {:<10} {:>8} {:>10}", "STEP", "STATUS", "ATTEMPTS", "DURATION");
+    for step in e.get("steps").and_then(Value::as_array).into_iter().flatten() {
+        let duration = match (ms(step, "started_at"), ms(step, "finished_at")) {
+            (Some(a), Some(b)) => sluice_core::duration::format(Duration::from_millis(u64::try_from(b - a).unwrap_or(0))),
+            _ => String::new(),
+        };
+        println!(
+            "{:<24} {:<10} {:>8} {:>10}",
+            s(step, "name"),
+            s(step, "status"),
+            step.get("attempts").and_then(Value::as_u64).unwrap_or(0),
+            duration
+        );
+    }
+    if let Some(f) = e.get("failure").filter(|f| !f.is_null()) {
+        println!("failure: {} ({})", s(f, "message"), s(f, "kind"));
+        if let Some(tail) = f.get("stderr_tail").and_then(Value::as_str) {
+            println!("stderr tail:\n{}", tail.trim_end());
+        }
+    }
+}
+
+fn print_job(j: &Value) {
+    println!(
+        "job {}  queue {}  kind {}  status {}  attempts {}/{}",
+        s(j, "id"),
+        s(j, "queue"),
+        s(j, "kind"),
+        s(j, "status"),
+        j.get("attempts").and_then(Value::as_u64).unwrap_or(0),
+        j.get("retry").and_then(|r| r.get("max_attempts")).and_then(Value::as_u64).unwrap_or(0),
+    );
+    if let Some(e) = j.get("execution_id").and_then(Value::as_str) {
+        println!("execution {e}  step {}", j.get("step").and_then(Value::as_u64).unwrap_or(0));
+    }
+    if let Some(err) = j.get("last_error").filter(|e| !e.is_null()) {
+        println!("last error: {}", s(err, "message"));
+    }
+}
+
+/// `sluice pipeline apply FILE`
+pub async fn pipeline_apply(c: &Client, file: &std::path::Path, as_json: bool) -> Result<(), ClientError> {
+    let parsed = crate::files::read_pipeline(file).map_err(|e| ClientError::Input(e.to_string()))?;
+    let pipeline = parsed.map_err(|problems| {
+        let list: Vec<String> = problems.iter().map(|p| format!("  {}: {}", p.field, p.message)).collect();
+        ClientError::Input(format!("{} has {} problem(s):\n{}", file.display(), list.len(), list.join("\n")))
+    })?;
+    let body = serde_json::to_value(&pipeline).unwrap_or_default();
+    let out = c.put(&format!("/v1/pipelines/{}", pipeline.id), &body).await?;
+    if as_json {
+        print_json(&out);
+    } else {
+        let changed = out.get("changed").and_then(Value::as_bool).unwrap_or(false);
+        println!(
+            "pipeline {} version {} ({})",
+            pipeline.id,
+            out.get("version").and_then(Value::as_u64).unwrap_or(0),
+            if changed { "applied" } else { "unchanged" }
+        );
+    }
+    Ok(())
+}
+
+/// Parses `--input`: inline JSON, or `@path` to a JSON file.
+pub fn parse_input(input: Option<&str>) -> Result<Value, ClientError> {
+    let Some(text) = input else { return Ok(json!({})) };
+    let text = match text.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path).map_err(|e| ClientError::Input(format!("cannot read {path}: {e}")))?,
+        None => text.to_string(),
+    };
+    serde_json::from_str(&text).map_err(|e| ClientError::Input(format!("--input is not valid JSON: {e}")))
+}
+
+/// `sluice exec start`
+#[allow(clippy::too_many_arguments)]
+pub async fn exec_start(
+    c: &Client,
+    pipeline: &str,
+    input: Value,
+    target: Option<String>,
+    idempotency_key: Option<String>,
+    wait: bool,
+    as_json: bool,
+) -> Result<i32, ClientError> {
+    let mut body = json!({ "pipeline": pipeline, "input": input });
+    if let Some(t) = target {
+        body["target"] = json!(t);
+    }
+    if let Some(k) = idempotency_key {
+        body["idempotency_key"] = json!(k);
+    }
+    let exec = c.post("/v1/executions", &body).await?;
+    let id = s(&exec, "id").to_string();
+    if !wait {
+        if as_json {
+            print_json(&exec);
+        } else {
+            println!("started execution {id}");
+        }
+        return Ok(0);
+    }
+    if !as_json {
+        println!("started execution {id}; waiting for it to settle");
+    }
+    let final_exec = wait_for(c, &id, !as_json).await?;
+    if as_json {
+        print_json(&final_exec);
+    } else {
+        print_execution(&final_exec);
+    }
+    Ok(if s(&final_exec, "status") == "completed" { 0 } else { 1 })
+}
+
+/// Polls an execution until it leaves the live statuses, printing each step change.
+async fn wait_for(c: &Client, id: &str, progress: bool) -> Result<Value, ClientError> {
+    let mut seen: Vec<String> = Vec::new();
+    loop {
+        let e = c.get(&format!("/v1/executions/{id}")).await?;
+        if progress {
+            let steps = e.get("steps").and_then(Value::as_array).cloned().unwrap_or_default();
+            for (i, step) in steps.iter().enumerate() {
+                let line = format!("{}:{}:{}", s(step, "name"), s(step, "status"), step.get("attempts").and_then(Value::as_u64).unwrap_or(0));
+                if seen.get(i) != Some(&line) {
+                    let status = s(step, "status");
+                    if status != "pending" {
+                        let attempt = step.get("attempts").and_then(Value::as_u64).unwrap_or(0);
+                        let extra = if attempt > 1 { format!(" (attempt {attempt})") } else { String::new() };
+                        eprintln!("  [{}/{}] {:<20} {status}{extra}", i + 1, steps.len(), s(step, "name"));
+                    }
+                    if seen.len() <= i {
+                        seen.resize(i + 1, String::new());
+                    }
+                    seen[i] = line;
+                }
+            }
+        }
+        if !matches!(s(&e, "status"), "running" | "paused" | "blocked") {
+            return Ok(e);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// `sluice exec get ID`
+pub async fn exec_get(c: &Client, id: &str, as_json: bool) -> Result<(), ClientError> {
+    let e = c.get(&format!("/v1/executions/{id}")).await?;
+    if as_json { print_json(&e) } else { print_execution(&e) }
+    Ok(())
+}
+
+/// `sluice job get ID`
+pub async fn job_get(c: &Client, id: &str, as_json: bool) -> Result<(), ClientError> {
+    let j = c.get(&format!("/v1/jobs/{id}")).await?;
+    if as_json { print_json(&j) } else { print_job(&j) }
+    Ok(())
+}
+
+/// `sluice job cancel ID`
+pub async fn job_cancel(c: &Client, id: &str, as_json: bool) -> Result<(), ClientError> {
+    let out = c.post(&format!("/v1/jobs/{id}/cancel"), &json!({})).await?;
+    if as_json {
+        print_json(&out);
+    } else {
+        println!("job {id} cancelled");
+    }
+    Ok(())
+}

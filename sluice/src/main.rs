@@ -1,0 +1,328 @@
+//! `sluice`: one binary for every role (worker, scheduler, API, all-in-one `up`) and the CLI
+//! that drives a running deployment over its HTTP API.
+//!
+//! Thin by design: parse arguments, load the layered configuration, set up logging and
+//! signals, and hand over to the library crates.
+
+mod client;
+mod config;
+mod files;
+mod private_redis;
+mod serve;
+mod signals;
+mod telemetry;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Overrides;
+
+/// sluice: pipelines and jobs on Redis.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Config file (default: /etc/sluice/sluice.toml when it exists).
+    #[arg(long, short = 'c', env = "SLUICE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Overrides redis.url.
+    #[arg(long)]
+    redis_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct ClientArgs {
+    /// Base URL of the sluice API.
+    #[arg(long, global = true, env = "SLUICE_API_URL", default_value = "http://127.0.0.1:7070")]
+    api: String,
+    /// Bearer token.
+    #[arg(long, global = true, env = "SLUICE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// API, scheduler and worker in one process (starts a private redis-server if none answers).
+    Up {
+        #[command(flatten)]
+        serve: ServeArgs,
+        /// Overrides api.listen.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// The HTTP control API.
+    Api {
+        #[command(flatten)]
+        serve: ServeArgs,
+        /// Overrides api.listen.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// A worker: leases jobs from its queues and runs them.
+    Worker {
+        #[command(flatten)]
+        serve: ServeArgs,
+        /// Overrides worker.queues (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        queues: Option<Vec<String>>,
+        /// Overrides worker.concurrency.
+        #[arg(long)]
+        concurrency: Option<usize>,
+    },
+    /// The scheduler: promotes due delayed jobs and reclaims expired leases.
+    Scheduler {
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
+    /// Checks the configuration and every pipeline file; exits non-zero on any problem.
+    Validate {
+        #[command(flatten)]
+        serve: ServeArgs,
+        /// Extra pipeline files to check.
+        files: Vec<PathBuf>,
+    },
+    /// Pipelines.
+    Pipeline {
+        #[command(subcommand)]
+        command: PipelineCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Executions.
+    Exec {
+        #[command(subcommand)]
+        command: ExecCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Jobs.
+    Job {
+        #[command(subcommand)]
+        command: JobCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PipelineCommand {
+    /// Validates a pipeline file and applies it (a new version when it changed).
+    Apply {
+        /// A `.toml` or `.json` pipeline file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ExecCommand {
+    /// Starts an execution of a pipeline.
+    Start {
+        /// Pipeline id.
+        pipeline: String,
+        /// Input: inline JSON, or @file.
+        #[arg(long)]
+        input: Option<String>,
+        /// Target (at most one live execution per target).
+        #[arg(long)]
+        target: Option<String>,
+        /// Starts with the same key return the same execution.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// Wait for the execution to settle, showing progress; exit 1 if it failed.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Shows an execution.
+    Get {
+        /// Execution id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum JobCommand {
+    /// Shows a job.
+    Get {
+        /// Job id.
+        id: String,
+    },
+    /// Cancels a pending job.
+    Cancel {
+        /// Job id.
+        id: String,
+    },
+}
+
+fn load(serve: &ServeArgs, mut extra: Vec<(&'static str, String)>) -> anyhow::Result<(config::Config, PathBuf)> {
+    if let Some(url) = &serve.redis_url {
+        extra.push(("redis.url", url.clone()));
+    }
+    config::load(serve.config.as_deref(), &Overrides(extra))
+}
+
+fn run_service<F, Fut>(serve: &ServeArgs, extra: Vec<(&'static str, String)>, f: F) -> i32
+where
+    F: FnOnce(config::Config, PathBuf, tokio_util::sync::CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let (cfg, base) = match load(serve, extra) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return 1;
+        }
+    };
+    telemetry::init(&cfg.log.filter, &cfg.log.format);
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    rt.block_on(async move {
+        let shutdown = match signals::install() {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot install signal handlers");
+                return 1;
+            }
+        };
+        match f(cfg, base, shutdown).await {
+            Ok(()) => 0,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "stopped with an error");
+                1
+            }
+        }
+    })
+}
+
+fn validate(serve: &ServeArgs, files: &[PathBuf]) -> i32 {
+    let mut problems = 0;
+    let (cfg, base) = match load(serve, Vec::new()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e:#}");
+            return 1;
+        }
+    };
+    let mut paths: Vec<(PathBuf, _)> = Vec::new();
+    if let Some(dir) = &cfg.pipelines.dir {
+        let dir = if dir.is_absolute() { dir.clone() } else { base.join(dir) };
+        match files::read_pipeline_dir(&dir) {
+            Ok(list) => paths.extend(list),
+            Err(e) => {
+                eprintln!("{e:#}");
+                problems += 1;
+            }
+        }
+    }
+    for f in files {
+        match files::read_pipeline(f) {
+            Ok(r) => paths.push((f.clone(), r)),
+            Err(e) => {
+                eprintln!("{e:#}");
+                problems += 1;
+            }
+        }
+    }
+    for (path, result) in &paths {
+        match result {
+            Ok(p) => println!("ok: {} (pipeline `{}`, {} steps)", path.display(), p.id, p.steps.len()),
+            Err(list) => {
+                for p in list {
+                    eprintln!("{}: {}: {}", path.display(), if p.field.is_empty() { "(file)" } else { &p.field }, p.message);
+                    problems += 1;
+                }
+            }
+        }
+    }
+    if problems == 0 {
+        println!("configuration and {} pipeline file(s) are valid", paths.len());
+        0
+    } else {
+        eprintln!("{problems} problem(s) found");
+        1
+    }
+}
+
+fn run_client(args: &ClientArgs, f: impl AsyncFnOnce(&client::Client) -> Result<i32, client::ClientError>) -> i32 {
+    let c = client::Client::new(&args.api, args.token.clone());
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    match rt.block_on(f(&c)) {
+        Ok(code) => code,
+        Err(e) => {
+            e.report();
+            e.exit_code()
+        }
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Up { serve, listen } => {
+            let extra = listen.map(|l| vec![("api.listen", l)]).unwrap_or_default();
+            run_service(&serve, extra, serve::up)
+        }
+        Command::Api { serve, listen } => {
+            let extra = listen.map(|l| vec![("api.listen", l)]).unwrap_or_default();
+            run_service(&serve, extra, serve::api)
+        }
+        Command::Worker { serve, queues, concurrency } => {
+            let mut extra = Vec::new();
+            if let Some(c) = concurrency {
+                extra.push(("worker.concurrency", c.to_string()));
+            }
+            let queues = queues.clone();
+            run_service(&serve, extra, move |mut cfg, _base, shutdown| async move {
+                if let Some(q) = queues {
+                    cfg.worker.queues = q;
+                }
+                serve::worker(cfg, shutdown).await
+            })
+        }
+        Command::Scheduler { serve } => run_service(&serve, Vec::new(), |cfg, _base, shutdown| serve::scheduler(cfg, shutdown)),
+        Command::Validate { serve, files } => validate(&serve, &files),
+        Command::Pipeline { command: PipelineCommand::Apply { file }, client } => {
+            let json = client.json;
+            run_client(&client, async move |c| client::pipeline_apply(c, &file, json).await.map(|()| 0))
+        }
+        Command::Exec { command, client } => {
+            let json = client.json;
+            match command {
+                ExecCommand::Start { pipeline, input, target, idempotency_key, wait } => {
+                    run_client(&client, async move |c| {
+                        let input = client::parse_input(input.as_deref())?;
+                        client::exec_start(c, &pipeline, input, target, idempotency_key, wait, json).await
+                    })
+                }
+                ExecCommand::Get { id } => run_client(&client, async move |c| client::exec_get(c, &id, json).await.map(|()| 0)),
+            }
+        }
+        Command::Job { command, client } => {
+            let json = client.json;
+            match command {
+                JobCommand::Get { id } => run_client(&client, async move |c| client::job_get(c, &id, json).await.map(|()| 0)),
+                JobCommand::Cancel { id } => run_client(&client, async move |c| client::job_cancel(c, &id, json).await.map(|()| 0)),
+            }
+        }
+    };
+    std::process::exit(code);
+}

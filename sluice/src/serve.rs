@@ -1,0 +1,118 @@
+//! The long-running roles: `worker`, `scheduler`, `api`, and `up` (all three in one
+//! process, with a private `redis-server` when none answers).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sluice_core::SystemClock;
+use sluice_store::Store;
+use sluice_store::engine::Engine;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, Config};
+
+/// Connects to Redis, retrying with backoff until `shutdown` (a service must survive Redis
+/// starting after it).
+pub async fn connect(c: &Config, shutdown: &CancellationToken) -> anyhow::Result<Engine> {
+    let mut delay = Duration::from_millis(200);
+    let mut warned = false;
+    loop {
+        match Store::connect(config::store_config(c)).await {
+            Ok(store) => {
+                store.ready().await?;
+                return Ok(Engine::new(store, Arc::new(SystemClock)));
+            }
+            Err(e) => {
+                if !warned {
+                    tracing::warn!(redis.url = %c.redis.url, error = %e, "cannot reach redis; retrying with backoff");
+                    warned = true;
+                }
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => anyhow::bail!("shut down before redis became reachable"),
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Applies every pipeline file of the configured directory; problems are reported, files
+/// with problems are skipped.
+pub async fn load_pipelines(engine: &Engine, c: &Config, base: &Path) -> anyhow::Result<()> {
+    let Some(dir) = &c.pipelines.dir else { return Ok(()) };
+    let dir = if dir.is_absolute() { dir.clone() } else { base.join(dir) };
+    for (path, parsed) in crate::files::read_pipeline_dir(&dir)? {
+        match parsed {
+            Ok(p) => {
+                let (version, changed) = engine.store().put_pipeline(&p, engine.now()).await?;
+                tracing::info!(pipeline = %p.id, version, changed, file = %path.display(), "pipeline loaded");
+            }
+            Err(problems) => {
+                for p in problems {
+                    tracing::error!(file = %path.display(), field = %p.field, "{}", p.message);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `sluice worker`
+pub async fn worker(c: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let engine = connect(&c, &shutdown).await?;
+    let worker = sluice_worker::Worker::new(engine, config::worker_config(&c))?;
+    worker.run(async move { shutdown.cancelled().await }).await;
+    Ok(())
+}
+
+/// `sluice scheduler`
+pub async fn scheduler(c: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let engine = connect(&c, &shutdown).await?;
+    let sc = sluice_scheduler::SchedulerConfig { tick: c.scheduler.tick, ..Default::default() };
+    sluice_scheduler::run(engine, sc, async move { shutdown.cancelled().await }).await;
+    Ok(())
+}
+
+/// `sluice api`
+pub async fn api(c: Config, base: PathBuf, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let engine = connect(&c, &shutdown).await?;
+    load_pipelines(&engine, &c, &base).await?;
+    let listener = tokio::net::TcpListener::bind(&c.api.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", c.api.listen))?;
+    tracing::info!(listen = %c.api.listen, "api listening");
+    sluice_api::serve(listener, sluice_api::AppState::new(engine), async move { shutdown.cancelled().await }).await?;
+    Ok(())
+}
+
+/// `sluice up`: API, scheduler and worker in one process.
+pub async fn up(mut c: Config, base: PathBuf, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let _redis = crate::private_redis::ensure(&mut c, &base).await?;
+    let engine = connect(&c, &shutdown).await?;
+    load_pipelines(&engine, &c, &base).await?;
+    let listener = tokio::net::TcpListener::bind(&c.api.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", c.api.listen))?;
+    tracing::info!(listen = %c.api.listen, "sluice is up: api, scheduler and worker in one process");
+    let api = {
+        let s = shutdown.clone();
+        let state = sluice_api::AppState::new(engine.clone());
+        tokio::spawn(async move { sluice_api::serve(listener, state, async move { s.cancelled().await }).await })
+    };
+    let scheduler = {
+        let s = shutdown.clone();
+        let sc = sluice_scheduler::SchedulerConfig { tick: c.scheduler.tick, ..Default::default() };
+        let engine = engine.clone();
+        tokio::spawn(async move { sluice_scheduler::run(engine, sc, async move { s.cancelled().await }).await })
+    };
+    let worker = sluice_worker::Worker::new(engine, config::worker_config(&c))?;
+    let s = shutdown.clone();
+    worker.run(async move { s.cancelled().await }).await;
+    shutdown.cancel();
+    let _ = scheduler.await;
+    api.await??;
+    Ok(())
+}
