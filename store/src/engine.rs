@@ -37,7 +37,7 @@ pub enum Settled {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cancelled {
     /// The job is cancelled (and its execution, if any, failed with kind `cancelled`).
-    Cancelled(Job),
+    Cancelled(Box<Job>),
     /// No such job.
     NotFound,
     /// The job is not pending.
@@ -150,7 +150,7 @@ impl Engine {
                     job.status = JobStatus::Cancelled;
                     job.lease = None;
                     job.finished_at = Some(now);
-                    return Ok(Cancelled::Cancelled(job));
+                    return Ok(Cancelled::Cancelled(Box::new(job)));
                 }
                 CancelOutcome::NotFound => return Ok(Cancelled::NotFound),
                 CancelOutcome::NotPending(status) => return Ok(Cancelled::NotPending(status)),
