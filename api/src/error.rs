@@ -147,13 +147,7 @@ fn summary(what: &str, problems: &[Problem]) -> String {
 
 /// Cuts client-supplied text short before it is quoted back.
 pub(crate) fn quote(text: &str) -> String {
-    if text.chars().count() <= QUOTE_LIMIT {
-        text.to_string()
-    } else {
-        let mut cut: String = text.chars().take(QUOTE_LIMIT).collect();
-        cut.push('…');
-        cut
-    }
+    sluice_core::describe::quote(text, QUOTE_LIMIT)
 }
 
 impl ApiError {

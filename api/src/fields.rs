@@ -11,17 +11,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use sluice_core::Problem;
 
-/// The JSON type of a value, for messages (`must be a string, not a number`).
-pub(crate) fn kind_of(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
+pub(crate) use sluice_core::describe::json_kind as kind_of;
 
 /// `parent.key`, or `key` at the top.
 pub(crate) fn path(parent: &str, key: &str) -> String {

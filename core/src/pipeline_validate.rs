@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::duration;
+use crate::{describe, duration};
 use crate::pipeline::{DEFAULT_QUEUE, KINDS, PLANNED_KINDS, Pipeline, Problem, StepDef, StepKind};
 use crate::retry::{Backoff, RetryPolicy};
 use crate::template;
@@ -769,23 +769,13 @@ fn field(parent: &str, key: &str) -> String {
     if parent.is_empty() { key.to_string() } else { format!("{parent}.{key}") }
 }
 
+/// The type of a value in the words of a pipeline file (an object is a TOML table).
 fn kind_of(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "a table",
-    }
+    if value.is_object() { "a table" } else { describe::json_kind(value) }
 }
 
-/// `text`, cut short (on a character boundary) if it is long.
 fn quote(text: &str) -> String {
-    match text.char_indices().nth(QUOTE_LIMIT) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_string(),
-    }
+    describe::quote(text, QUOTE_LIMIT)
 }
 
 #[cfg(test)]

@@ -162,23 +162,10 @@ fn resolve<'a>(context: &'a Value, path: &[String]) -> Result<&'a Value, String>
     Ok(current)
 }
 
-fn kind_of(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
+use crate::describe::json_kind as kind_of;
 
-/// `text`, cut short (on a character boundary) if it is long.
 fn quote(text: &str) -> String {
-    match text.char_indices().nth(QUOTE_LIMIT) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_string(),
-    }
+    crate::describe::quote(text, QUOTE_LIMIT)
 }
 
 #[cfg(test)]

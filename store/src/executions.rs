@@ -50,15 +50,9 @@ impl Store {
         keys.add(target_key.clone().unwrap_or_else(|| exec_key.clone()));
         keys.add(idem_key.clone().unwrap_or_else(|| exec_key.clone()));
         let tail = plan::tail(&self.keys, &mut keys, shard, &plan, -1, now);
-        let mut inv = self.scripts.start_execution.prepare_invoke();
-        for k in keys.into_vec() {
-            inv.key(k);
-        }
         let ttl_ms = u64::try_from(self.config.idempotency_ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        inv.arg(now)
-            .arg(self.config.event_cap)
-            .arg(self.keys.notify_prefix())
-            .arg(&id)
+        let mut inv = self.with_keys(&self.scripts.start_execution, keys, now);
+        inv.arg(&id)
             .arg(u8::from(target_key.is_some()))
             .arg(u8::from(idem_key.is_some()))
             .arg(ttl_ms)

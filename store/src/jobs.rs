@@ -121,6 +121,23 @@ impl Store {
         [now.to_string(), self.config.event_cap.to_string(), self.keys.notify_prefix()]
     }
 
+    /// An invocation of `script` in `shard` with the conventions of `lua/lib.lua` in place:
+    /// KEYS 1-3 (events, seq, queues) and ARGV 1-3 (now, event cap, channel prefix).
+    fn in_shard<'a>(&self, script: &'a redis::Script, shard: u32, now: Millis) -> redis::ScriptInvocation<'a> {
+        self.with_keys(script, KeyList::for_shard(&self.keys, shard), now)
+    }
+
+    /// An invocation of `script` with `keys` (which start with the shard-wide three) and
+    /// ARGV 1-3 (now, event cap, channel prefix).
+    pub(crate) fn with_keys<'a>(&self, script: &'a redis::Script, keys: KeyList, now: Millis) -> redis::ScriptInvocation<'a> {
+        let mut inv = script.prepare_invoke();
+        for k in keys.into_vec() {
+            inv.key(k);
+        }
+        inv.arg(&self.common_args(now)[..]);
+        inv
+    }
+
     /// Creates standalone jobs (each id carries its shard). A job with a dedupe key that a
     /// pending job of its queue already holds is not created; that job is returned instead.
     ///
@@ -148,11 +165,8 @@ impl Store {
                     })
                     .collect();
                 let plan = json!({ "jobs": entries, "events": events });
-                let mut inv = self.scripts.enqueue.prepare_invoke();
-                for k in keys.into_vec() {
-                    inv.key(k);
-                }
-                inv.arg(&self.common_args(now)[..]).arg(plan.to_string());
+                let mut inv = self.with_keys(&self.scripts.enqueue, keys, now);
+                inv.arg(plan.to_string());
                 let reply: Vec<RValue> = inv.invoke_async(&mut conn).await?;
                 for ((index, _), pair) in chunk.iter().zip(reply.chunks(2)) {
                     let id = match pair.first() {
@@ -205,15 +219,10 @@ impl Store {
         let mut conn = self.conn.clone();
         let token_prefix = ulid::Ulid::generate().to_string();
         let reply: Vec<RValue> = self
-            .scripts
-            .lease
-            .key(self.keys.events(shard))
-            .key(self.keys.seq(shard))
-            .key(self.keys.queues(shard))
+            .in_shard(&self.scripts.lease, shard, now)
             .key(self.keys.ready(shard, queue))
             .key(self.keys.delayed(shard, queue))
             .key(self.keys.leased(shard))
-            .arg(&self.common_args(now)[..])
             .arg(max)
             .arg(deadline)
             .arg(worker)
@@ -243,14 +252,9 @@ impl Store {
         let shard = self.shard_of_job(job_id)?;
         let mut conn = self.conn.clone();
         let reply: Vec<RValue> = self
-            .scripts
-            .start
-            .key(self.keys.events(shard))
-            .key(self.keys.seq(shard))
-            .key(self.keys.queues(shard))
+            .in_shard(&self.scripts.start, shard, now)
             .key(self.keys.job(shard, job_id))
             .key(self.keys.leased(shard))
-            .arg(&self.common_args(now)[..])
             .arg(token)
             .arg(deadline)
             .invoke_async(&mut conn)
@@ -344,11 +348,8 @@ impl Store {
             "due": due,
             "tail": tail,
         });
-        let mut inv = self.scripts.settle.prepare_invoke();
-        for k in keys.into_vec() {
-            inv.key(k);
-        }
-        inv.arg(&self.common_args(now)[..]).arg(token).arg(expired_before).arg(body.to_string());
+        let mut inv = self.with_keys(&self.scripts.settle, keys, now);
+        inv.arg(token).arg(expired_before).arg(body.to_string());
         let mut conn = self.conn.clone();
         let reply: Vec<RValue> = inv.invoke_async(&mut conn).await?;
         Ok(match status_reply("settle", &reply)?.as_str() {
@@ -371,11 +372,8 @@ impl Store {
         keys.add(self.keys.ready(shard, &job.queue));
         keys.add(self.keys.delayed(shard, &job.queue));
         let tail = plan::tail(&self.keys, &mut keys, shard, plan, expected_rev, now);
-        let mut inv = self.scripts.cancel.prepare_invoke();
-        for k in keys.into_vec() {
-            inv.key(k);
-        }
-        inv.arg(&self.common_args(now)[..]).arg(json!({ "tail": tail }).to_string());
+        let mut inv = self.with_keys(&self.scripts.cancel, keys, now);
+        inv.arg(json!({ "tail": tail }).to_string());
         let mut conn = self.conn.clone();
         let reply: Vec<RValue> = inv.invoke_async(&mut conn).await?;
         Ok(match status_reply("cancel", &reply)?.as_str() {
@@ -402,16 +400,11 @@ impl Store {
         let shard = self.shard_of_job(job_id)?;
         let mut conn = self.conn.clone();
         let reply: Vec<RValue> = self
-            .scripts
-            .release
-            .key(self.keys.events(shard))
-            .key(self.keys.seq(shard))
-            .key(self.keys.queues(shard))
+            .in_shard(&self.scripts.release, shard, now)
             .key(self.keys.job(shard, job_id))
             .key(self.keys.leased(shard))
             .key(self.keys.ready(shard, queue))
             .key(self.keys.delayed(shard, queue))
-            .arg(&self.common_args(now)[..])
             .arg(token)
             .invoke_async(&mut conn)
             .await?;
@@ -425,14 +418,9 @@ impl Store {
     pub async fn promote(&self, shard: u32, queue: &str, now: Millis, chunk: usize) -> Result<usize, StoreError> {
         let mut conn = self.conn.clone();
         let moved: usize = self
-            .scripts
-            .promote
-            .key(self.keys.events(shard))
-            .key(self.keys.seq(shard))
-            .key(self.keys.queues(shard))
+            .in_shard(&self.scripts.promote, shard, now)
             .key(self.keys.ready(shard, queue))
             .key(self.keys.delayed(shard, queue))
-            .arg(&self.common_args(now)[..])
             .arg(self.keys.job_prefix(shard))
             .arg(chunk.max(1))
             .arg(queue)
@@ -450,13 +438,8 @@ impl Store {
     pub async fn reclaim(&self, shard: u32, now: Millis, chunk: usize) -> Result<(usize, Vec<(String, String)>), StoreError> {
         let mut conn = self.conn.clone();
         let reply: Vec<RValue> = self
-            .scripts
-            .reclaim
-            .key(self.keys.events(shard))
-            .key(self.keys.seq(shard))
-            .key(self.keys.queues(shard))
+            .in_shard(&self.scripts.reclaim, shard, now)
             .key(self.keys.leased(shard))
-            .arg(&self.common_args(now)[..])
             .arg(self.keys.job_prefix(shard))
             .arg(chunk.max(1))
             .arg(self.keys.queue_prefix(shard))

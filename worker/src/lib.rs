@@ -19,7 +19,7 @@ pub mod tail;
 use std::time::Duration;
 
 pub use runtime::LeasedJob;
-pub use service::{Worker, WorkerError, WorkerHandle};
+pub use service::{Worker, WorkerError};
 
 /// Settings of one worker process.
 #[derive(Debug, Clone)]

@@ -87,11 +87,6 @@ impl Runtime {
         }
     }
 
-    /// Whether the last Redis call succeeded.
-    pub(crate) fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
-    }
-
     /// Gives a held job back to its queue; a lost lease is fine (someone else has it).
     pub(crate) async fn release(&self, id: &str, queue: &str, token: &str) {
         self.inflight.remove(id);

@@ -33,24 +33,6 @@ pub enum WorkerError {
     Config(String),
 }
 
-/// Handles of a running worker that outlive its start (health for readiness probes).
-#[derive(Debug, Clone)]
-pub struct WorkerHandle {
-    rt: Arc<Runtime>,
-}
-
-impl WorkerHandle {
-    /// Whether the worker's last Redis call succeeded.
-    pub fn is_healthy(&self) -> bool {
-        self.rt.is_healthy()
-    }
-
-    /// How many jobs it holds (reserved or running).
-    pub fn held(&self) -> usize {
-        self.rt.inflight.len()
-    }
-}
-
 async fn handle(leased: LeasedJob, rt: Data<Arc<Runtime>>) -> Result<(), std::convert::Infallible> {
     let span = tracing::info_span!(
         "job",
@@ -105,11 +87,6 @@ impl Worker {
     pub fn new(engine: Engine, config: WorkerConfig) -> Result<Self, WorkerError> {
         config.check().map_err(WorkerError::Config)?;
         Ok(Self { rt: Arc::new(Runtime::new(engine, config)) })
-    }
-
-    /// A handle for health checks.
-    pub fn handle(&self) -> WorkerHandle {
-        WorkerHandle { rt: self.rt.clone() }
     }
 
     /// Runs until `shutdown` completes, then shuts down gracefully (see the module docs).
