@@ -77,6 +77,16 @@ impl Client {
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> Result<Value, ClientError> {
+        self.call_status(method, path, body).await.map(|(_, v)| v)
+    }
+
+    /// As `call`, also returning the success status (201 Created vs 200 OK).
+    async fn call_status(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), ClientError> {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
@@ -89,7 +99,7 @@ impl Client {
         let text = resp.text().await.map_err(|e| ClientError::Unreachable(e.to_string()))?;
         let value: Value = serde_json::from_str(&text).unwrap_or(json!({ "detail": text }));
         if status.is_success() {
-            Ok(value)
+            Ok((status.as_u16(), value))
         } else {
             Err(ClientError::Refused { status: status.as_u16(), problem: value })
         }
@@ -225,18 +235,24 @@ pub async fn exec_start(
     if let Some(k) = idempotency_key {
         body["idempotency_key"] = json!(k);
     }
-    let exec = c.post("/v1/executions", &body).await?;
+    let (status, exec) = c.call_status(reqwest::Method::POST, "/v1/executions", Some(&body)).await?;
     let id = s(&exec, "id").to_string();
+    // 201: a new execution; 200: the idempotency key was used before, this is its execution.
+    let what = if status == 201 {
+        format!("started execution {id}")
+    } else {
+        format!("execution {id} already exists for this idempotency key (status {})", s(&exec, "status"))
+    };
     if !wait {
         if as_json {
             print_json(&exec);
         } else {
-            println!("started execution {id}");
+            println!("{what}");
         }
         return Ok(0);
     }
     if !as_json {
-        println!("started execution {id}; waiting for it to settle");
+        println!("{what}; waiting for it to settle");
     }
     let final_exec = wait_for(c, &id, !as_json).await?;
     if as_json {

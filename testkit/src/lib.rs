@@ -38,4 +38,6 @@ mod redis_server;
 mod wait;
 
 pub use redis_server::{RedisServer, free_port};
+/// The Redis client the kit uses, so tests can read raw keys with the same version.
+pub use redis;
 pub use wait::{wait_until, wait_until_sync};

@@ -1,0 +1,186 @@
+//! Shared pieces of the end-to-end tests: a private Redis, a config file pointing at it, the
+//! real `sluice` binary as child processes, and raw reads of the Redis keys that the
+//! invariant checks use (deliberately not through the store crate under test).
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use sluice_core::execution::StartRequest;
+use sluice_core::{Execution, SystemClock, pipeline};
+use sluice_store::engine::Engine;
+use sluice_store::{StartOutcome, Store, StoreConfig};
+use sluice_testkit::process::Child;
+use sluice_testkit::redis::{self, Commands};
+use sluice_testkit::{RedisServer, wait_until};
+
+/// A private Redis, a scratch directory and a config file for the binary.
+pub struct Setup {
+    pub redis: RedisServer,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+impl Setup {
+    /// Starts Redis and writes `sluice.toml` with `worker` as the `[worker]` section body.
+    pub fn new(worker: &str) -> Setup {
+        let redis = RedisServer::start();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("sluice.toml");
+        let text = format!(
+            "[redis]\nurl = \"{}\"\n\n[worker]\n{worker}\n\n[scheduler]\ntick = \"200ms\"\n\n[log]\nfilter = \"info\"\nformat = \"json\"\n",
+            redis.url()
+        );
+        std::fs::write(&config, text).expect("write config");
+        Setup { redis, dir, config }
+    }
+
+    /// The log file of the process called `name` (every restart appends to it).
+    pub fn log(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.log"))
+    }
+
+    /// Starts `sluice <role> --config …`, its output appended to `name`'s log.
+    pub fn spawn(&self, role: &str, name: &str) -> Child {
+        self.spawn_env(role, name, &[])
+    }
+
+    /// As [`Setup::spawn`], with extra environment variables.
+    pub fn spawn_env(&self, role: &str, name: &str, env: &[(&str, &str)]) -> Child {
+        let log = OpenOptions::new().create(true).append(true).open(self.log(name)).expect("log file");
+        let err = log.try_clone().expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        cmd.arg(role)
+            .arg("--config")
+            .arg(&self.config)
+            .current_dir(self.dir.path())
+            .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err);
+        Child::spawn(&mut cmd)
+    }
+
+    /// The last `lines` lines of `name`'s log, for failure messages.
+    pub fn log_tail(&self, name: &str, lines: usize) -> String {
+        let text = std::fs::read_to_string(self.log(name)).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// An engine on the same Redis, for starting and reading executions.
+    pub async fn engine(&self) -> Engine {
+        let store = Store::connect(StoreConfig { url: self.redis.url(), ..StoreConfig::default() })
+            .await
+            .expect("connect");
+        Engine::new(store, Arc::new(SystemClock))
+    }
+
+    /// A blocking raw connection for invariant checks.
+    pub fn raw(&self) -> redis::Connection {
+        self.redis.conn()
+    }
+}
+
+/// Applies `toml` and starts `n` executions of it with input `{"n": i}`; returns their ids.
+pub async fn start_executions(engine: &Engine, toml: &str, n: usize) -> Vec<String> {
+    let p = pipeline::parse_toml(toml).expect("pipeline parses");
+    let (version, _) = engine.store().put_pipeline(&p, engine.now()).await.expect("put pipeline");
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        let req = StartRequest {
+            pipeline: p.clone(),
+            pipeline_version: version,
+            input: serde_json::json!({ "n": i }),
+            target: None,
+            idempotency_key: None,
+        };
+        match engine.store().start_execution(req, engine.now()).await.expect("start") {
+            StartOutcome::Started(e) => ids.push(e.id),
+            other => panic!("unexpected start outcome {other:?}"),
+        }
+    }
+    ids
+}
+
+/// Reads every execution; `None` entries are missing records.
+pub async fn executions(engine: &Engine, ids: &[String]) -> Vec<Execution> {
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let e = engine.store().get_execution(id).await.expect("read execution");
+        out.push(e.unwrap_or_else(|| panic!("execution {id} is missing")));
+    }
+    out
+}
+
+/// Waits until every execution is terminal (not live), at most `deadline`.
+pub async fn wait_all_terminal(engine: &Engine, ids: &[String], deadline: Duration) {
+    wait_until(deadline, "every execution to end", || async {
+        let all = executions(engine, ids).await;
+        all.iter().all(|e| !e.status.is_live()).then_some(())
+    })
+    .await;
+}
+
+/// One event of the shard-0 stream: its type and JSON data.
+#[derive(Debug, Clone)]
+pub struct RawEvent {
+    pub kind: String,
+    pub data: Value,
+}
+
+/// Every event of shard 0's stream, oldest first (raw `XRANGE`).
+pub fn events(conn: &mut redis::Connection) -> Vec<RawEvent> {
+    let reply: redis::streams::StreamRangeReply =
+        conn.xrange_all("{sluice:0}:events").expect("XRANGE events");
+    reply
+        .ids
+        .iter()
+        .map(|entry| {
+            let kind: String = entry.get("type").expect("event type");
+            let data: String = entry.get("data").expect("event data");
+            RawEvent { kind, data: serde_json::from_str(&data).expect("event data is JSON") }
+        })
+        .collect()
+}
+
+/// How many times each `(execution_id, step)` has an event of `kind`.
+pub fn count_per_step(events: &[RawEvent], kind: &str) -> HashMap<(String, u64), usize> {
+    let mut counts = HashMap::new();
+    for e in events.iter().filter(|e| e.kind == kind) {
+        let exec = e.data["execution_id"].as_str().expect("execution_id").to_string();
+        let step = e.data["step"].as_u64().expect("step index");
+        *counts.entry((exec, step)).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Number of jobs holding a lease or reservation on shard 0.
+pub fn leased_count(conn: &mut redis::Connection) -> usize {
+    conn.zcard("{sluice:0}:leased").expect("ZCARD leased")
+}
+
+/// The `status` field of job `id` (raw `HGET`).
+pub fn job_status(conn: &mut redis::Connection, id: &str) -> Option<String> {
+    conn.hget(format!("{{sluice:0}}:job:{id}"), "status").expect("HGET job status")
+}
+
+/// Waits for `child` to exit, at most `timeout`; panics with `log` context otherwise.
+pub async fn expect_exit(child: &mut Child, timeout: Duration, what: &str) -> std::process::ExitStatus {
+    child
+        .wait_timeout_async(timeout)
+        .await
+        .unwrap_or_else(|| panic!("{what} did not exit within {timeout:?}"))
+}
+
+/// `path` as a string for messages.
+pub fn show(path: &Path) -> String {
+    path.display().to_string()
+}
