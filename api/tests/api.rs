@@ -148,7 +148,7 @@ impl Api {
         assert_eq!(leased.jobs[0].id, id);
         let token = leased.jobs[0].lease.as_ref().unwrap().token.clone();
         assert_eq!(
-            store.start(id, &token, deadline, now).await.unwrap(),
+            store.start(&leased.jobs[0], &token, deadline, now).await.unwrap(),
             JobStart::Started { attempt: 1 }
         );
     }

@@ -22,6 +22,14 @@ pub mod names {
     pub const EXECUTION_FAILED: &str = "execution.failed";
     /// An operator cancelled the execution.
     pub const EXECUTION_CANCELLED: &str = "execution.cancelled";
+    /// An operator retried the execution from its first step that did not succeed.
+    pub const EXECUTION_RETRIED: &str = "execution.retried";
+    /// An operator restarted the execution from a chosen step.
+    pub const EXECUTION_RESTARTED: &str = "execution.restarted";
+    /// An operator paused the execution (it stops at the next step boundary).
+    pub const INSTANCE_PAUSED: &str = "workflow.instance.paused";
+    /// An operator resumed a paused execution.
+    pub const INSTANCE_RESUMED: &str = "workflow.instance.resumed";
     /// A job was created.
     pub const JOB_ENQUEUED: &str = "job.enqueued";
     /// A worker started an attempt.
@@ -34,6 +42,8 @@ pub mod names {
     pub const JOB_RETRYING: &str = "job.retrying";
     /// A pending job was cancelled.
     pub const JOB_CANCELLED: &str = "job.cancelled";
+    /// A running job's execution was stopped; its worker is told to kill it.
+    pub const JOB_CANCEL_REQUESTED: &str = "job.cancel_requested";
 }
 
 /// One event to append.

@@ -306,12 +306,84 @@ pub struct Execution {
     /// When it was paused; set once per pause.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused_at: Option<Millis>,
+    /// Operator actions on this execution, oldest first (at most [`MAX_AUDIT`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audit: Vec<AuditEntry>,
+    /// Outputs of succeeded steps that a restart reset, oldest first (at most
+    /// [`MAX_OUTPUT_HISTORY`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub output_history: Vec<OutputRecord>,
     /// Last write.
     pub updated_at: Millis,
     /// Revision, bumped by every write; the compare-and-set token. Not part of the stored
     /// document (the store keeps it beside the document).
     #[serde(default)]
     pub rev: u64,
+}
+
+/// Most entries kept in `audit`.
+pub const MAX_AUDIT: usize = 100;
+
+/// Most entries kept in `output_history`.
+pub const MAX_OUTPUT_HISTORY: usize = 50;
+
+/// One operator action, as shown on the execution.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// `cancel`, `retry`, `restart`, `pause`, `resume`, `job.cancel`, …
+    pub action: String,
+    /// The subject of the caller's token (`anonymous` when authentication is off).
+    pub actor: String,
+    /// Why, as the operator said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When.
+    pub at: Millis,
+    /// The run it started or acted on.
+    pub run: u32,
+}
+
+/// The output of a step that a restart reset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutputRecord {
+    /// Step name.
+    pub step: String,
+    /// Step index.
+    pub index: usize,
+    /// The run that produced it.
+    pub run: u32,
+    /// The output.
+    pub output: Value,
+    /// When that run of the step finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Millis>,
+}
+
+/// Appends to a capped history, dropping the oldest entries.
+pub(crate) fn push_capped<T>(list: &mut Vec<T>, item: T, cap: usize) {
+    list.push(item);
+    if list.len() > cap {
+        let excess = list.len() - cap;
+        list.drain(..excess);
+    }
+}
+
+/// A job named by a plan, with the queue the store needs to find it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRef {
+    /// The job id.
+    pub id: String,
+    /// Its queue.
+    pub queue: String,
+}
+
+impl Execution {
+    /// The live job of the current step, if it has one.
+    pub fn current_job(&self) -> Option<JobRef> {
+        let id = self.steps.get(self.current)?.job_id.clone()?;
+        let queue = self.pipeline.steps.get(self.current)?.queue.clone();
+        Some(JobRef { id, queue })
+    }
 }
 
 /// What to write, enqueue and append; the store commits it atomically.
@@ -321,13 +393,19 @@ pub struct Plan {
     pub execution: Option<Execution>,
     /// Release the live slot of this target (the execution became terminal).
     pub release_target: Option<String>,
+    /// Claim the live slot of this target for the execution (a retry or restart of a
+    /// terminal execution); the commit is refused with the holder if another has it.
+    pub claim_target: Option<String>,
+    /// Jobs of the execution to stop: a pending one is cancelled, a running one is marked
+    /// and its worker told to kill it. Whichever it is, is decided at commit time.
+    pub stop_jobs: Vec<JobRef>,
     /// Jobs to create.
     pub jobs: Vec<NewJob>,
     /// Events to append.
     pub events: Vec<Event>,
 }
 
-fn set_once(slot: &mut Option<Millis>, value: Millis) {
+pub(crate) fn set_once(slot: &mut Option<Millis>, value: Millis) {
     if slot.is_none() {
         *slot = Some(value);
     }
@@ -354,7 +432,7 @@ pub fn step_job(execution_id: &str, index: usize, step: &StepDef, job_id: String
     }
 }
 
-fn enqueued_event(job: &NewJob) -> Event {
+pub(crate) fn enqueued_event(job: &NewJob) -> Event {
     Event::new(
         names::JOB_ENQUEUED,
         json!({
@@ -411,6 +489,8 @@ pub fn plan_start(req: StartRequest, id: String, first_job_id: String, now: Mill
         steps,
         failure: None,
         failure_history: Vec::new(),
+        audit: Vec::new(),
+        output_history: Vec::new(),
         created_at: now,
         started_at: now,
         finished_at: None,
@@ -431,7 +511,7 @@ pub fn plan_start(req: StartRequest, id: String, first_job_id: String, now: Mill
         ),
         enqueued_event(&job),
     ];
-    Plan { execution: Some(exec), release_target: None, jobs: vec![job], events }
+    Plan { execution: Some(exec), jobs: vec![job], events, ..Plan::default() }
 }
 
 impl Execution {
@@ -498,8 +578,8 @@ impl Execution {
         Plan {
             execution: Some(self.clone()),
             release_target: self.target.clone(),
-            jobs: Vec::new(),
             events: vec![event],
+            ..Plan::default()
         }
     }
 }
@@ -590,7 +670,7 @@ pub fn plan_settle(
                     json!({ "execution_id": next.id, "run": next.run }),
                 ));
                 let release_target = next.target.clone();
-                return Plan { execution: Some(next), release_target, jobs: Vec::new(), events };
+                return Plan { execution: Some(next), release_target, events, ..Plan::default() };
             }
             next.current = index + 1;
             if next.status == ExecutionStatus::Paused {
@@ -601,7 +681,7 @@ pub fn plan_settle(
             next.steps[index + 1].status = StepStatus::Queued;
             next.steps[index + 1].job_id = Some(job.id.clone());
             events.push(enqueued_event(&job));
-            Plan { execution: Some(next), release_target: None, jobs: vec![job], events }
+            Plan { execution: Some(next), jobs: vec![job], events, ..Plan::default() }
         }
         Settlement::Failed { error } => {
             let step = &mut next.steps[index];

@@ -14,6 +14,7 @@
 //! - set-once timestamps (`started_at`, `finished_at`) are never moved by a replay.
 
 pub mod clock;
+pub mod control;
 pub mod describe;
 pub mod duration;
 pub mod event;

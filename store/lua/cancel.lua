@@ -18,15 +18,10 @@ if f[1] ~= 'pending' then
 end
 local plan = cjson.decode(ARGV[4])
 local tail = plan.tail or {}
-local current = rev_conflict(tail)
-if current then
-  return {'conflict', current}
+local refusal = tail_refusal(tail)
+if refusal then
+  return refusal
 end
-redis.call('ZREM', KEYS[6], f[2])
-redis.call('ZREM', KEYS[7], f[2])
-redis.call('ZREM', KEYS[5], f[2])
-free_dedupe(key, f[2])
-clear_lease(key)
-redis.call('HSET', key, 'status', 'cancelled', 'updated_at', ARGV[1], 'finished_at', ARGV[1])
+cancel_pending(key, f[2], KEYS[6], KEYS[7], KEYS[5], ARGV[1])
 apply_tail(tail, now)
 return {'ok'}

@@ -34,8 +34,18 @@ local function place(job_key, id, queue, priority, due, ready_key, delayed_key, 
   notify(queue)
 end
 
-local function emit(kind, data)
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'type', kind, 'data', data)
+-- Most entries kept in an execution's own event list.
+local EXEC_LOG_CAP = 1000
+
+-- Appends an event to the shard's stream and, when `log` (a key) is given, to that
+-- execution's own event list. Returns the stream entry id.
+local function emit(kind, data, log)
+  local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'type', kind, 'data', data)
+  if log then
+    redis.call('RPUSH', log, cjson.encode({id = id, type = kind, data = data}))
+    redis.call('LTRIM', log, -EXEC_LOG_CAP, -1)
+  end
+  return id
 end
 
 -- Frees the dedupe slot of a job that leaves `pending` (if the slot still names it).
@@ -48,6 +58,17 @@ end
 
 local function clear_lease(job_key)
   redis.call('HDEL', job_key, 'lease_token', 'lease_worker', 'lease_deadline')
+end
+
+-- Cancels pending job `id`: out of its ready, delayed and leased sets (a reservation in a
+-- worker's prefetch buffer loses its token), dedupe slot freed, status `cancelled`.
+local function cancel_pending(job_key, id, ready_key, delayed_key, leased_key, now)
+  redis.call('ZREM', ready_key, id)
+  redis.call('ZREM', delayed_key, id)
+  redis.call('ZREM', leased_key, id)
+  free_dedupe(job_key, id)
+  clear_lease(job_key)
+  redis.call('HSET', job_key, 'status', 'cancelled', 'updated_at', now, 'finished_at', now)
 end
 
 -- Creates a job from its plan entry:
@@ -77,30 +98,80 @@ local function create_job(j, now)
   return j.id, true
 end
 
--- The revision check of a plan's execution write; returns the current revision when it
--- does not match (the caller must re-read and plan again), nil when the write may go on.
-local function rev_conflict(tail)
+-- The checks of a plan's tail, before anything is written: the execution's revision (the
+-- caller re-reads and plans again on a mismatch) and the target claim. Returns nil when the
+-- write may go on, else a reply for the caller: {'conflict', rev} or {'busy', holder}.
+local function tail_refusal(tail)
   if tail.exec and tail.exec.rev >= 0 then
     local current = tonumber(redis.call('HGET', KEYS[tail.exec.key], 'rev') or '0')
     if current ~= tail.exec.rev then
-      return current
+      return {'conflict', current}
+    end
+  end
+  if tail.claim then
+    local holder = redis.call('GET', KEYS[tail.claim.key])
+    if holder and holder ~= tail.claim.owner then
+      return {'busy', holder}
     end
   end
   return nil
 end
 
--- Applies the common tail of a plan: the execution write (revision + 1), the release of a
--- target's live slot, the jobs to create and the events to append.
+-- Keeps the execution indexes in step with a write: on creation the id joins the `all`,
+-- pipeline and target sets; on a status change it moves between the status sets.
+local function index_execution(ix, id)
+  if ix.old then
+    redis.call('ZREM', KEYS[ix.old], id)
+  end
+  for _, name in ipairs({'all', 'pipeline', 'target', 'new'}) do
+    if ix[name] then
+      redis.call('ZADD', KEYS[ix[name]], ix.score, id)
+    end
+  end
+end
+
+-- Stops the jobs of an execution: a pending job is cancelled; a running one is marked
+-- `cancel_requested` and its id published on the cancel channel for the worker running it.
+local function stop_jobs(stop, now, log)
+  for _, j in ipairs(stop.jobs) do
+    local key = KEYS[j.key]
+    local f = redis.call('HMGET', key, 'status', 'queue', 'kind', 'execution_id', 'step')
+    local data = {job_id = j.id, queue = f[2], kind = f[3], execution_id = f[4],
+      step = tonumber(f[5] or ''), reason = stop.reason}
+    if f[1] == 'pending' then
+      cancel_pending(key, j.id, KEYS[j.ready], KEYS[j.delayed], KEYS[stop.leased], ARGV[1])
+      emit('job.cancelled', cjson.encode(data), log)
+    elseif f[1] == 'running' then
+      redis.call('HSET', key, 'cancel_requested', '1')
+      redis.call('PUBLISH', stop.channel, j.id)
+      emit('job.cancel_requested', cjson.encode(data), log)
+    end
+  end
+end
+
+-- Applies the common tail of a plan (after `tail_refusal`): the execution write (revision
+-- + 1, indexes), the target claim or release, the jobs to stop and to create, and the events
+-- to append (also to the execution's own list when the tail names it).
 local function apply_tail(tail, now)
+  local log = tail.log and KEYS[tail.log] or nil
   if tail.exec then
     local key = KEYS[tail.exec.key]
     redis.call('HSET', key, 'doc', tail.exec.doc, 'status', tail.exec.status)
     redis.call('HINCRBY', key, 'rev', 1)
+    if tail.exec.index then
+      index_execution(tail.exec.index, tail.exec.id)
+    end
+  end
+  if tail.claim then
+    redis.call('SET', KEYS[tail.claim.key], tail.claim.owner)
   end
   if tail.release then
     if redis.call('GET', KEYS[tail.release.key]) == tail.release.owner then
       redis.call('DEL', KEYS[tail.release.key])
     end
+  end
+  if tail.stop then
+    stop_jobs(tail.stop, now, log)
   end
   if tail.jobs then
     for _, j in ipairs(tail.jobs) do
@@ -109,7 +180,7 @@ local function apply_tail(tail, now)
   end
   if tail.events then
     for i = 1, #tail.events, 2 do
-      emit(tail.events[i], tail.events[i + 1])
+      emit(tail.events[i], tail.events[i + 1], log)
     end
   end
 end

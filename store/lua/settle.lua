@@ -23,9 +23,9 @@ if guard > 0 and tonumber(f[3] or '0') >= guard then
 end
 local plan = cjson.decode(ARGV[6])
 local tail = plan.tail or {}
-local current = rev_conflict(tail)
-if current then
-  return {'conflict', current}
+local refusal = tail_refusal(tail)
+if refusal then
+  return refusal
 end
 local args = {'status', plan.status, 'updated_at', ARGV[1]}
 for name, value in pairs(plan.fields) do

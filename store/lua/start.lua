@@ -1,6 +1,7 @@
 -- start.lua: the lease holder starts a reserved job (pending -> running).
 --
--- KEYS: 1 events, 2 seq, 3 queues, 4 job, 5 leased set.
+-- KEYS: 1 events, 2 seq, 3 queues, 4 job, 5 leased set, 6 the execution's event list (step
+--       jobs only).
 -- ARGV: 1 now, 2 event cap, 3 channel prefix, 4 lease token, 5 new lease deadline.
 -- Returns: {"ok", attempts} | {"cancelled"} | {"lease_lost"} | {"not_found"}
 -- Invariant: only the holder of the current token can start the job; the attempt counter
@@ -28,8 +29,9 @@ if f[6] and f[6] ~= '' then
   data.execution_id = f[6]
   data.step = tonumber(f[7])
 end
-emit('job.started', cjson.encode(data))
+local log = KEYS[6]
+emit('job.started', cjson.encode(data), log)
 if data.execution_id then
-  emit('execution.step.started', cjson.encode(data))
+  emit('execution.step.started', cjson.encode(data), log)
 end
 return {'ok', attempts}

@@ -88,8 +88,8 @@ impl Engine {
         for _ in 0..MAX_RACES {
             let now = self.now();
             let mut settlement = job::decide(job, outcome, now, jitter());
-            let (plan, rev) = match &job.execution_id {
-                None => (Plan { events: execution::settlement_events(job, &settlement), ..Plan::default() }, -1),
+            let (plan, base) = match &job.execution_id {
+                None => (Plan { events: execution::settlement_events(job, &settlement), ..Plan::default() }, None),
                 Some(exec_id) => {
                     let exec = match known.take() {
                         Some(e) => Some(e),
@@ -98,7 +98,7 @@ impl Engine {
                     match exec {
                         None => {
                             settlement = no_retry(settlement, "its execution no longer exists");
-                            (Plan { events: execution::settlement_events(job, &settlement), ..Plan::default() }, -1)
+                            (Plan { events: execution::settlement_events(job, &settlement), ..Plan::default() }, None)
                         }
                         Some(exec) => {
                             if !exec.owns(job) {
@@ -106,13 +106,12 @@ impl Engine {
                             }
                             let shard = ids::shard_of(&exec.id, ids::EXECUTION)?;
                             let plan = execution::plan_settle(&exec, job, &settlement, now, &mut || Self::job_id(shard));
-                            let rev = if plan.execution.is_some() { i64::try_from(exec.rev).unwrap_or(i64::MAX) } else { -1 };
-                            (plan, rev)
+                            (plan, Some(exec))
                         }
                     }
                 }
             };
-            match self.store.settle(job, token, &settlement, &plan, rev, expired_before, now).await? {
+            match self.store.settle(job, token, &settlement, &plan, base.as_ref(), expired_before, now).await? {
                 SettleOutcome::Applied => return Ok(Settled::Applied(settlement)),
                 SettleOutcome::LeaseLost => return Ok(Settled::LeaseLost),
                 SettleOutcome::Conflict(_) => continue,
@@ -133,18 +132,14 @@ impl Engine {
                 return Ok(Cancelled::NotPending(job.status));
             }
             let now = self.now();
-            let (plan, rev) = match &job.execution_id {
+            let (plan, base) = match &job.execution_id {
                 Some(exec_id) => match self.store.get_execution(exec_id).await? {
-                    Some(exec) => {
-                        let plan = execution::plan_job_cancelled(&exec, &job, now);
-                        let rev = if plan.execution.is_some() { i64::try_from(exec.rev).unwrap_or(i64::MAX) } else { -1 };
-                        (plan, rev)
-                    }
-                    None => (Plan { events: execution::job_cancelled_events(&job), ..Plan::default() }, -1),
+                    Some(exec) => (execution::plan_job_cancelled(&exec, &job, now), Some(exec)),
+                    None => (Plan { events: execution::job_cancelled_events(&job), ..Plan::default() }, None),
                 },
-                None => (Plan { events: execution::job_cancelled_events(&job), ..Plan::default() }, -1),
+                None => (Plan { events: execution::job_cancelled_events(&job), ..Plan::default() }, None),
             };
-            match self.store.cancel(&job, &plan, rev, now).await? {
+            match self.store.cancel(&job, &plan, base.as_ref(), now).await? {
                 CancelOutcome::Cancelled => {
                     let mut job = job;
                     job.status = JobStatus::Cancelled;

@@ -49,7 +49,7 @@ impl Store {
         let mut keys = KeyList::for_shard(&self.keys, shard);
         keys.add(target_key.clone().unwrap_or_else(|| exec_key.clone()));
         keys.add(idem_key.clone().unwrap_or_else(|| exec_key.clone()));
-        let tail = plan::tail(&self.keys, &mut keys, shard, &plan, -1, now);
+        let tail = plan::tail(&self.keys, &mut keys, shard, &plan, None, now);
         let ttl_ms = u64::try_from(self.config.idempotency_ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         let mut inv = self.with_keys(&self.scripts.start_execution, keys, now);
         inv.arg(&id)

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use sluice_core::execution::Plan;
 use sluice_core::ids;
 use sluice_core::job::{Job, JobStatus, NewJob, Settlement};
-use sluice_core::{Millis, event::Event};
+use sluice_core::{Execution, Millis, event::Event};
 
 use crate::plan::{self, KeyList};
 use crate::{Store, StoreError, codec, contract};
@@ -244,17 +244,20 @@ impl Store {
         Ok(Leased { jobs, next_due })
     }
 
-    /// Starts a reserved job under its lease token, extending the lease to `deadline`.
+    /// Starts the reserved `job` (as leased) under its lease token, extending the lease to
+    /// `deadline`.
     ///
     /// # Errors
     /// Redis errors; a malformed id.
-    pub async fn start(&self, job_id: &str, token: &str, deadline: Millis, now: Millis) -> Result<StartOutcome, StoreError> {
-        let shard = self.shard_of_job(job_id)?;
+    pub async fn start(&self, job: &Job, token: &str, deadline: Millis, now: Millis) -> Result<StartOutcome, StoreError> {
+        let shard = self.shard_of_job(&job.id)?;
         let mut conn = self.conn.clone();
-        let reply: Vec<RValue> = self
-            .in_shard(&self.scripts.start, shard, now)
-            .key(self.keys.job(shard, job_id))
-            .key(self.keys.leased(shard))
+        let mut inv = self.in_shard(&self.scripts.start, shard, now);
+        inv.key(self.keys.job(shard, &job.id)).key(self.keys.leased(shard));
+        if let Some(exec) = &job.execution_id {
+            inv.key(self.keys.execution_events(shard, exec));
+        }
+        let reply: Vec<RValue> = inv
             .arg(token)
             .arg(deadline)
             .invoke_async(&mut conn)
@@ -297,8 +300,8 @@ impl Store {
     }
 
     /// Commits a running job's settlement together with `plan` (its execution's next state,
-    /// next jobs, events), fenced by `token` and guarded by `expected_rev` (-1: no
-    /// execution write). With `expired_before > 0` the lease must also have expired before
+    /// next jobs, events), fenced by `token` and guarded by the revision of `base` (the execution
+    /// the plan was made from). With `expired_before > 0` the lease must also have expired before
     /// that time (the reaper's guard).
     ///
     /// # Errors
@@ -310,7 +313,7 @@ impl Store {
         token: &str,
         settlement: &Settlement,
         plan: &Plan,
-        expected_rev: i64,
+        base: Option<&Execution>,
         expired_before: Millis,
         now: Millis,
     ) -> Result<SettleOutcome, StoreError> {
@@ -320,7 +323,7 @@ impl Store {
         keys.add(self.keys.leased(shard));
         keys.add(self.keys.ready(shard, &job.queue));
         keys.add(self.keys.delayed(shard, &job.queue));
-        let tail = plan::tail(&self.keys, &mut keys, shard, plan, expected_rev, now);
+        let tail = plan::tail(&self.keys, &mut keys, shard, plan, base, now);
         let now_s = now.to_string();
         let (fields, due) = match settlement {
             Settlement::Completed { output } => (
@@ -360,18 +363,19 @@ impl Store {
         })
     }
 
-    /// Cancels a pending job together with `plan` (guarded by `expected_rev`, -1: none).
+    /// Cancels a pending job together with `plan` (guarded by the revision of `base`, the
+    /// execution the plan was made from).
     ///
     /// # Errors
     /// Redis errors; a malformed id.
-    pub async fn cancel(&self, job: &Job, plan: &Plan, expected_rev: i64, now: Millis) -> Result<CancelOutcome, StoreError> {
+    pub async fn cancel(&self, job: &Job, plan: &Plan, base: Option<&Execution>, now: Millis) -> Result<CancelOutcome, StoreError> {
         let shard = self.shard_of_job(&job.id)?;
         let mut keys = KeyList::for_shard(&self.keys, shard);
         keys.add(self.keys.job(shard, &job.id));
         keys.add(self.keys.leased(shard));
         keys.add(self.keys.ready(shard, &job.queue));
         keys.add(self.keys.delayed(shard, &job.queue));
-        let tail = plan::tail(&self.keys, &mut keys, shard, plan, expected_rev, now);
+        let tail = plan::tail(&self.keys, &mut keys, shard, plan, base, now);
         let mut inv = self.with_keys(&self.scripts.cancel, keys, now);
         inv.arg(json!({ "tail": tail }).to_string());
         let mut conn = self.conn.clone();

@@ -118,6 +118,43 @@ impl Keys {
         format!("{{{}:g}}:pipelines", self.prefix)
     }
 
+    /// LIST `{p:s}:ex:<id>:events`: the execution's own events (JSON `{id, type, data}`,
+    /// `id` being the shard stream's entry id), oldest first, capped. Owner: the scripts
+    /// that append events.
+    pub fn execution_events(&self, shard: u32, id: &str) -> String {
+        format!("{}:ex:{id}:events", self.tag(shard))
+    }
+
+    /// ZSET `{p:s}:exs`: every execution id of the shard, score = creation time (ms).
+    /// Owner: `start_execution`.
+    pub fn executions_all(&self, shard: u32) -> String {
+        format!("{}:exs", self.tag(shard))
+    }
+
+    /// ZSET `{p:s}:exs:status:<status>`: executions currently in `status`, score =
+    /// creation time. Owner: every script that writes an execution.
+    pub fn executions_by_status(&self, shard: u32, status: &str) -> String {
+        format!("{}:exs:status:{status}", self.tag(shard))
+    }
+
+    /// ZSET `{p:s}:exs:pipeline:<id>`: executions of a pipeline, score = creation time.
+    /// Owner: `start_execution`.
+    pub fn executions_by_pipeline(&self, shard: u32, pipeline: &str) -> String {
+        format!("{}:exs:pipeline:{pipeline}", self.tag(shard))
+    }
+
+    /// ZSET `{p:s}:exs:target:<target>`: executions of a target, score = creation time.
+    /// Owner: `start_execution`.
+    pub fn executions_by_target(&self, shard: u32, target: &str) -> String {
+        format!("{}:exs:target:{target}", self.tag(shard))
+    }
+
+    /// Pub/Sub channel `<p>:cancel`: carries the id of a running job whose execution was
+    /// stopped; the worker running it kills it. A channel, not a key.
+    pub fn cancel_channel(&self) -> String {
+        format!("{}:cancel", self.prefix)
+    }
+
     /// Pub/Sub channel prefix: `<p>:notify:` + queue name is published when a job of that
     /// queue becomes ready. A channel, not a key.
     pub fn notify_prefix(&self) -> String {
@@ -151,6 +188,11 @@ mod tests {
             k.target(3, "repo:acme/{web}"),
             k.idempotency(3, "abc"),
             k.dedupe(3, "default", "k"),
+            k.execution_events(3, "ex_3_X"),
+            k.executions_all(3),
+            k.executions_by_status(3, "running"),
+            k.executions_by_pipeline(3, "release"),
+            k.executions_by_target(3, "repo:acme/{web}"),
         ];
         for key in &keys {
             assert_eq!(hash_tag(key), "sluice:3", "{key}");
@@ -178,6 +220,12 @@ mod tests {
             "{p:g}:pipeline:<id>",
             "{p:g}:pipelines",
             "<p>:notify:<queue>",
+            "<p>:cancel",
+            "{p:s}:ex:<id>:events",
+            "{p:s}:exs",
+            "{p:s}:exs:status:<status>",
+            "{p:s}:exs:pipeline:<id>",
+            "{p:s}:exs:target:<target>",
         ] {
             assert!(doc.contains(pattern), "docs/redis-keys.md does not list {pattern}");
         }

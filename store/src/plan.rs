@@ -7,6 +7,7 @@
 use serde_json::{Value, json};
 use sluice_core::Millis;
 use sluice_core::execution::Plan;
+use sluice_core::Execution;
 use sluice_core::ids;
 use sluice_core::job::NewJob;
 
@@ -59,25 +60,76 @@ pub(crate) fn job_entry(keys: &Keys, list: &mut KeyList, shard: u32, job: &NewJo
     entry
 }
 
-/// The common tail of a plan: execution write guarded by `expected_rev` (-1: create),
-/// target release, new jobs, events.
-pub(crate) fn tail(keys: &Keys, list: &mut KeyList, shard: u32, plan: &Plan, expected_rev: i64, now: Millis) -> Value {
+/// The execution's own event list, when the plan's events are about one execution.
+fn log_key(keys: &Keys, shard: u32, plan: &Plan) -> Option<String> {
+    let from_exec = plan.execution.as_ref().map(|e| e.id.clone());
+    let from_events = || plan.events.iter().find_map(|e| e.data.get("execution_id")?.as_str().map(str::to_string));
+    from_exec.or_else(from_events).map(|id| keys.execution_events(shard, &id))
+}
+
+/// The common tail of a plan: the execution write guarded by the revision of `base` (the
+/// execution the plan was made from; `None`: the plan creates it), its index moves, target
+/// claim and release, jobs to stop and create, events. See `apply_tail` in `lua/lib.lua`.
+pub(crate) fn tail(keys: &Keys, list: &mut KeyList, shard: u32, plan: &Plan, base: Option<&Execution>, now: Millis) -> Value {
     let mut out = serde_json::Map::new();
     if let Some(exec) = &plan.execution {
         let key = list.add(keys.execution(shard, &exec.id));
-        out.insert(
-            "exec".into(),
-            json!({
-                "key": key,
-                "rev": expected_rev,
-                "doc": codec::execution_doc(exec),
-                "status": exec.status.as_str(),
-            }),
-        );
+        let status = exec.status.as_str();
+        let mut index = serde_json::Map::new();
+        match base {
+            None => {
+                index.insert("all".into(), json!(list.add(keys.executions_all(shard))));
+                index.insert("pipeline".into(), json!(list.add(keys.executions_by_pipeline(shard, &exec.pipeline_id))));
+                if let Some(t) = &exec.target {
+                    index.insert("target".into(), json!(list.add(keys.executions_by_target(shard, t))));
+                }
+                index.insert("new".into(), json!(list.add(keys.executions_by_status(shard, status))));
+            }
+            Some(old) if old.status != exec.status => {
+                index.insert("old".into(), json!(list.add(keys.executions_by_status(shard, old.status.as_str()))));
+                index.insert("new".into(), json!(list.add(keys.executions_by_status(shard, status))));
+            }
+            Some(_) => {}
+        }
+        let mut entry = json!({
+            "key": key,
+            "id": exec.id,
+            "rev": base.map_or(-1, |b| i64::try_from(b.rev).unwrap_or(i64::MAX)),
+            "doc": codec::execution_doc(exec),
+            "status": status,
+        });
+        if !index.is_empty() {
+            index.insert("score".into(), json!(exec.created_at));
+            entry["index"] = Value::Object(index);
+        }
+        out.insert("exec".into(), entry);
         if let Some(target) = &plan.release_target {
             let key = list.add(keys.target(shard, target));
             out.insert("release".into(), json!({ "key": key, "owner": exec.id }));
         }
+        if let Some(target) = &plan.claim_target {
+            let key = list.add(keys.target(shard, target));
+            out.insert("claim".into(), json!({ "key": key, "owner": exec.id }));
+        }
+    }
+    if !plan.stop_jobs.is_empty() {
+        let jobs: Vec<Value> = plan
+            .stop_jobs
+            .iter()
+            .map(|j| {
+                json!({
+                    "key": list.add(keys.job(shard, &j.id)),
+                    "ready": list.add(keys.ready(shard, &j.queue)),
+                    "delayed": list.add(keys.delayed(shard, &j.queue)),
+                    "id": j.id,
+                })
+            })
+            .collect();
+        let leased = list.add(keys.leased(shard));
+        out.insert(
+            "stop".into(),
+            json!({ "jobs": jobs, "leased": leased, "channel": keys.cancel_channel(), "reason": "execution stopped" }),
+        );
     }
     if !plan.jobs.is_empty() {
         let jobs: Vec<Value> = plan
@@ -98,6 +150,9 @@ pub(crate) fn tail(keys: &Keys, list: &mut KeyList, shard: u32, plan: &Plan, exp
             flat.push(Value::String(e.data.to_string()));
         }
         out.insert("events".into(), Value::Array(flat));
+        if let Some(log) = log_key(keys, shard, plan) {
+            out.insert("log".into(), json!(list.add(log)));
+        }
     }
     Value::Object(out)
 }

@@ -57,6 +57,12 @@ async fn events(redis: &RedisServer) -> Vec<(String, Value)> {
         .collect()
 }
 
+/// Starts job `id` as its worker would (with the record as leased).
+async fn start(store: &Store, id: &str, token: &str, deadline: i64, now: i64) -> JobStart {
+    let job = store.get_job(id).await.unwrap().expect("the job exists");
+    store.start(&job, token, deadline, now).await.unwrap()
+}
+
 #[tokio::test]
 async fn a_job_goes_from_enqueue_through_lease_and_start_to_completed() {
     let redis = RedisServer::start();
@@ -70,8 +76,8 @@ async fn a_job_goes_from_enqueue_through_lease_and_start_to_completed() {
     let held = &leased.jobs[0];
     assert_eq!(held.status, JobStatus::Pending, "a reservation stays pending until started");
     let token = held.lease.as_ref().unwrap().token.clone();
-    assert_eq!(store.start(&job.id, &token, T0 + 30_000, T0).await.unwrap(), JobStart::Started { attempt: 1 });
-    assert_eq!(store.start(&job.id, &token, T0 + 30_000, T0).await.unwrap(), JobStart::LeaseLost);
+    assert_eq!(start(&store, &job.id, &token, T0 + 30_000, T0).await, JobStart::Started { attempt: 1 });
+    assert_eq!(start(&store, &job.id, &token, T0 + 30_000, T0).await, JobStart::LeaseLost);
 
     let mut running = store.get_job(&job.id).await.unwrap().unwrap();
     assert_eq!(running.status, JobStatus::Running);
@@ -79,9 +85,9 @@ async fn a_job_goes_from_enqueue_through_lease_and_start_to_completed() {
     running.attempts = 1;
     let settlement = Settlement::Completed { output: json!({"ok": true}) };
     let plan = Plan { events: sluice_core::execution::settlement_events(&running, &settlement), ..Plan::default() };
-    let r = store.settle(&running, &token, &settlement, &plan, -1, 0, T0 + 5).await.unwrap();
+    let r = store.settle(&running, &token, &settlement, &plan, None, 0, T0 + 5).await.unwrap();
     assert_eq!(r, SettleOutcome::Applied);
-    let again = store.settle(&running, &token, &settlement, &plan, -1, 0, T0 + 6).await.unwrap();
+    let again = store.settle(&running, &token, &settlement, &plan, None, 0, T0 + 6).await.unwrap();
     assert_eq!(again, SettleOutcome::LeaseLost, "a result is applied once");
 
     let done = store.get_job(&job.id).await.unwrap().unwrap();
@@ -124,7 +130,7 @@ async fn a_dedupe_key_returns_the_pending_job_until_it_starts() {
 
     let leased = store.lease(0, "default", "w", 10, T0 + 1000, T0, 10).await.unwrap();
     let token = leased.jobs[0].lease.as_ref().unwrap().token.clone();
-    store.start(&a.id, &token, T0 + 1000, T0).await.unwrap();
+    start(&store, &a.id, &token, T0 + 1000, T0).await;
     let out = store.enqueue(std::slice::from_ref(&b), T0).await.unwrap();
     assert_eq!(out, vec![EnqueueOutcome::Created(b.id.clone())], "once running, the key is free");
 }
@@ -137,10 +143,10 @@ async fn a_retry_waits_for_its_backoff_in_the_delayed_set() {
     store.enqueue(std::slice::from_ref(&job), T0).await.unwrap();
     let leased = store.lease(0, "default", "w", 1, T0 + 10_000, T0, 10).await.unwrap();
     let token = leased.jobs[0].lease.clone().unwrap().token;
-    store.start(&job.id, &token, T0 + 10_000, T0).await.unwrap();
+    start(&store, &job.id, &token, T0 + 10_000, T0).await;
     let running = store.get_job(&job.id).await.unwrap().unwrap();
     let settlement = Settlement::Retry { error: JobError::retryable("exit code 1"), at: T0 + 1_000, delay_ms: 1_000 };
-    let r = store.settle(&running, &token, &settlement, &Plan::default(), -1, 0, T0).await.unwrap();
+    let r = store.settle(&running, &token, &settlement, &Plan::default(), None, 0, T0).await.unwrap();
     assert_eq!(r, SettleOutcome::Applied);
 
     let early = store.lease(0, "default", "w", 1, T0 + 10_000, T0 + 999, 10).await.unwrap();
@@ -166,17 +172,17 @@ async fn cancel_removes_a_pending_job_wherever_it_waits() {
 
     for job in [&ready, &delayed, &prefetched] {
         let j = store.get_job(&job.id).await.unwrap().unwrap();
-        assert_eq!(store.cancel(&j, &Plan::default(), -1, T0).await.unwrap(), CancelOutcome::Cancelled);
+        assert_eq!(store.cancel(&j, &Plan::default(), None, T0).await.unwrap(), CancelOutcome::Cancelled);
         assert_eq!(store.get_job(&job.id).await.unwrap().unwrap().status, JobStatus::Cancelled);
     }
-    assert_eq!(store.start(&prefetched.id, &token, T0 + 10_000, T0).await.unwrap(), JobStart::Cancelled);
+    assert_eq!(start(&store, &prefetched.id, &token, T0 + 10_000, T0).await, JobStart::Cancelled);
     let later = store.lease(0, "default", "w", 10, T0 + 200_000, T0 + 100_000, 10).await.unwrap();
     assert!(later.jobs.is_empty(), "a cancelled job is never leased");
     assert_eq!(later.next_due, None);
 
     let j = store.get_job(&ready.id).await.unwrap().unwrap();
     assert_eq!(
-        store.cancel(&j, &Plan::default(), -1, T0).await.unwrap(),
+        store.cancel(&j, &Plan::default(), None, T0).await.unwrap(),
         CancelOutcome::NotPending(JobStatus::Cancelled)
     );
 }
@@ -189,7 +195,7 @@ async fn a_holder_whose_lease_expired_and_was_re_leased_changes_nothing() {
     store.enqueue(std::slice::from_ref(&job), T0).await.unwrap();
     let first = store.lease(0, "default", "a", 1, T0 + 1_000, T0, 10).await.unwrap();
     let old = first.jobs[0].lease.clone().unwrap().token;
-    store.start(&job.id, &old, T0 + 1_000, T0).await.unwrap();
+    start(&store, &job.id, &old, T0 + 1_000, T0).await;
 
     // The lease expires; the reclaim puts the job back as a failed attempt (delayed 1 s).
     let (released, running) = store.reclaim(0, T0 + 2_000, 10).await.unwrap();
@@ -197,19 +203,19 @@ async fn a_holder_whose_lease_expired_and_was_re_leased_changes_nothing() {
     assert_eq!(running, vec![(job.id.clone(), old.clone())]);
     let expired = store.get_job(&job.id).await.unwrap().unwrap();
     let settlement = Settlement::Retry { error: JobError::retryable("lease expired"), at: T0 + 2_000, delay_ms: 0 };
-    let r = store.settle(&expired, &old, &settlement, &Plan::default(), -1, T0 + 2_000, T0 + 2_000).await.unwrap();
+    let r = store.settle(&expired, &old, &settlement, &Plan::default(), None, T0 + 2_000, T0 + 2_000).await.unwrap();
     assert_eq!(r, SettleOutcome::Applied);
     let second = store.lease(0, "default", "b", 1, T0 + 9_000, T0 + 2_000, 10).await.unwrap();
     let new = second.jobs[0].lease.clone().unwrap().token;
     assert_ne!(old, new);
-    store.start(&job.id, &new, T0 + 9_000, T0 + 2_000).await.unwrap();
+    start(&store, &job.id, &new, T0 + 9_000, T0 + 2_000).await;
 
     // The old holder comes back: heartbeat, start, settle and release all report the loss.
     assert_eq!(store.heartbeat(&[(job.id.clone(), old.clone())], T0 + 99_000).await.unwrap(), vec![false]);
     let stale = store.get_job(&job.id).await.unwrap().unwrap();
     let done = Settlement::Completed { output: Value::Null };
     assert_eq!(
-        store.settle(&stale, &old, &done, &Plan::default(), -1, 0, T0 + 3_000).await.unwrap(),
+        store.settle(&stale, &old, &done, &Plan::default(), None, 0, T0 + 3_000).await.unwrap(),
         SettleOutcome::LeaseLost
     );
     assert!(!store.release(&job.id, "default", &old, T0 + 3_000).await.unwrap());
@@ -242,7 +248,7 @@ async fn release_gives_a_running_job_back_without_counting_the_attempt() {
     store.enqueue(std::slice::from_ref(&job), T0).await.unwrap();
     let l = store.lease(0, "default", "a", 1, T0 + 1_000, T0, 10).await.unwrap();
     let token = l.jobs[0].lease.clone().unwrap().token;
-    store.start(&job.id, &token, T0 + 1_000, T0).await.unwrap();
+    start(&store, &job.id, &token, T0 + 1_000, T0).await;
     assert!(store.release(&job.id, "default", &token, T0 + 10).await.unwrap());
     let j = store.get_job(&job.id).await.unwrap().unwrap();
     assert_eq!((j.status, j.attempts), (JobStatus::Pending, 0));

@@ -111,7 +111,7 @@ impl Runtime {
         let id = job.id.clone();
         let now = self.engine.now();
         let started = loop {
-            match self.engine.store().start(&id, &token, now + self.lease_ttl_ms(), now).await {
+            match self.engine.store().start(&job, &token, now + self.lease_ttl_ms(), now).await {
                 Ok(s) => break s,
                 Err(e) => {
                     if self.shutting_down.load(Ordering::Relaxed) {

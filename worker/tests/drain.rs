@@ -64,7 +64,7 @@ async fn lease_start_complete(engine: &Engine, n: usize) {
         assert!(!leased.jobs.is_empty(), "the backlog ran dry after {done} jobs");
         for mut job in leased.jobs {
             let token = job.lease.as_ref().expect("a leased job carries its lease").token.clone();
-            let attempt = match engine.store().start(&job.id, &token, now + 30_000, now).await.expect("start") {
+            let attempt = match engine.store().start(&job, &token, now + 30_000, now).await.expect("start") {
                 JobStart::Started { attempt } => attempt,
                 other => panic!("job {} not started: {other:?}", job.id),
             };
