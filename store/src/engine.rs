@@ -2,17 +2,18 @@
 //! on fresh state when the execution's revision moved in between.
 //!
 //! Used by workers (a step's attempt settled), the scheduler (a lease expired) and the API
-//! (a pending job cancelled). A lost revision race is never an error: the loop re-reads and
+//! (a pending job cancelled, an operator action on an execution). A lost revision race is never an error: the loop re-reads and
 //! plans again; only a lost lease stops it (someone else holds the job now).
 
 use std::sync::Arc;
 
+use sluice_core::control::{self, Action, Decision, Operator, Refusal};
 use sluice_core::execution::{self, Plan};
 use sluice_core::ids;
 use sluice_core::job::{self, Job, JobError, JobStatus, Outcome, Settlement};
 use sluice_core::{Clock, Execution, Millis};
 
-use crate::{CancelOutcome, SettleOutcome, Store, StoreError};
+use crate::{CancelOutcome, OperateOutcome, SettleOutcome, Store, StoreError};
 
 /// Lost revision races tolerated in a row before giving up with [`StoreError::Contended`].
 const MAX_RACES: usize = 16;
@@ -42,6 +43,24 @@ pub enum Cancelled {
     NotFound,
     /// The job is not pending.
     NotPending(JobStatus),
+}
+
+/// What an operator action did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Acted {
+    /// Committed; the execution as it is now.
+    Applied(Box<Execution>),
+    /// Nothing to do (cancel of a terminal execution); the execution as it is.
+    Unchanged(Box<Execution>),
+    /// Not allowed in the execution's state.
+    Refused(Refusal),
+    /// A retry or restart needs the target, which another execution holds (this one).
+    TargetBusy {
+        /// The live execution holding the target.
+        holder: String,
+    },
+    /// No such execution.
+    NotFound,
 }
 
 fn jitter() -> f64 {
@@ -150,6 +169,35 @@ impl Engine {
                 CancelOutcome::NotFound => return Ok(Cancelled::NotFound),
                 CancelOutcome::NotPending(status) => return Ok(Cancelled::NotPending(status)),
                 CancelOutcome::Conflict(_) => continue,
+            }
+        }
+        Err(StoreError::Contended(id.to_string()))
+    }
+
+    /// Carries out an operator action on execution `id` (cancel, retry, restart, pause,
+    /// resume; see `sluice_core::control`), re-planning on fresh state when the execution
+    /// moved meanwhile.
+    ///
+    /// # Errors
+    /// Redis errors, a malformed id, unreadable records, or [`StoreError::Contended`].
+    pub async fn act(&self, id: &str, action: Action, operator: &Operator) -> Result<Acted, StoreError> {
+        for _ in 0..MAX_RACES {
+            let Some(exec) = self.store.get_execution(id).await? else { return Ok(Acted::NotFound) };
+            let now = self.now();
+            let shard = ids::shard_of(&exec.id, ids::EXECUTION)?;
+            let plan = match control::plan_action(&exec, action, operator, now, &mut || Self::job_id(shard)) {
+                Err(refusal) => return Ok(Acted::Refused(refusal)),
+                Ok(Decision::Unchanged) => return Ok(Acted::Unchanged(Box::new(exec))),
+                Ok(Decision::Apply(plan)) => plan,
+            };
+            match self.store.operate(&exec, &plan, now).await? {
+                OperateOutcome::Applied => {
+                    let mut next = plan.execution.unwrap_or(exec);
+                    next.rev += 1;
+                    return Ok(Acted::Applied(Box::new(next)));
+                }
+                OperateOutcome::Busy(holder) => return Ok(Acted::TargetBusy { holder }),
+                OperateOutcome::Conflict(_) => {}
             }
         }
         Err(StoreError::Contended(id.to_string()))

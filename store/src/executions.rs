@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use redis::Value as RValue;
 use serde_json::json;
-use sluice_core::execution::{self, StartRequest};
+use sluice_core::execution::{self, Plan, StartRequest};
 use sluice_core::{Execution, Millis, ids};
 
 use crate::plan::{self, KeyList};
@@ -25,7 +25,46 @@ pub enum StartOutcome {
     },
 }
 
+/// Answer of [`Store::operate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OperateOutcome {
+    /// Committed.
+    Applied,
+    /// The execution moved on (this is its revision now); plan again on fresh state.
+    Conflict(u64),
+    /// The plan claims a target another execution holds (this one).
+    Busy(String),
+}
+
 impl Store {
+    /// Commits an operator action's `plan`, made from `base`: guarded by `base`'s revision
+    /// and, for a retry or restart of a terminal execution, by the target being free.
+    ///
+    /// # Errors
+    /// Redis errors; a malformed id.
+    pub async fn operate(&self, base: &Execution, plan: &Plan, now: Millis) -> Result<OperateOutcome, StoreError> {
+        let shard = ids::shard_of(&base.id, ids::EXECUTION)?;
+        let mut keys = KeyList::for_shard(&self.keys, shard);
+        let tail = plan::tail(&self.keys, &mut keys, shard, plan, Some(base), now);
+        let mut inv = self.with_keys(&self.scripts.operate, keys, now);
+        inv.arg(json!({ "tail": tail }).to_string());
+        let mut conn = self.conn.clone();
+        let reply: Vec<RValue> = inv.invoke_async(&mut conn).await?;
+        let word = |i: usize| match reply.get(i) {
+            Some(RValue::BulkString(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+            _ => None,
+        };
+        match word(0).as_deref() {
+            Some("ok") => Ok(OperateOutcome::Applied),
+            Some("conflict") => Ok(OperateOutcome::Conflict(match reply.get(1) {
+                Some(RValue::Int(n)) => u64::try_from(*n).unwrap_or(0),
+                _ => 0,
+            })),
+            Some("busy") => Ok(OperateOutcome::Busy(word(1).ok_or_else(|| contract("operate", &reply))?)),
+            _ => Err(contract("operate", reply)),
+        }
+    }
+
     /// The shard of a new execution: from its target, else its idempotency key, else random.
     pub fn shard_for_execution(&self, target: Option<&str>, idempotency_key: Option<&str>) -> u32 {
         match target.or(idempotency_key) {

@@ -43,6 +43,17 @@ pub struct Leased {
     pub next_due: Option<Millis>,
 }
 
+/// A lease as a heartbeat found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseState {
+    /// Still held, now extended.
+    Held,
+    /// Held and extended, but the job's execution was stopped: kill the job and settle it.
+    CancelRequested,
+    /// Lost: the token changed or the job settled; stop the work, its result is refused.
+    Lost,
+}
+
 /// Answer of [`Store::start`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartOutcome {
@@ -274,16 +285,16 @@ impl Store {
     }
 
     /// Extends the leases of `(job id, token)` pairs to `deadline`. Returns, per pair,
-    /// whether the lease is still held.
+    /// whether the lease is still held, and whether the job's execution was stopped.
     ///
     /// # Errors
     /// Redis errors; a malformed id.
-    pub async fn heartbeat(&self, leases: &[(String, String)], deadline: Millis) -> Result<Vec<bool>, StoreError> {
+    pub async fn heartbeat(&self, leases: &[(String, String)], deadline: Millis) -> Result<Vec<LeaseState>, StoreError> {
         let mut by_shard: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
         for (i, (id, _)) in leases.iter().enumerate() {
             by_shard.entry(self.shard_of_job(id)?).or_default().push(i);
         }
-        let mut out = vec![false; leases.len()];
+        let mut out = vec![LeaseState::Lost; leases.len()];
         let mut conn = self.conn.clone();
         for (shard, group) in by_shard {
             let mut inv = self.scripts.heartbeat.prepare_invoke();
@@ -292,8 +303,12 @@ impl Store {
                 inv.key(self.keys.job(shard, &leases[i].0)).arg(&leases[i].1);
             }
             let reply: Vec<i64> = inv.invoke_async(&mut conn).await?;
-            for (&i, held) in group.iter().zip(reply) {
-                out[i] = held == 1;
+            for (&i, state) in group.iter().zip(reply) {
+                out[i] = match state {
+                    1 => LeaseState::Held,
+                    2 => LeaseState::CancelRequested,
+                    _ => LeaseState::Lost,
+                };
             }
         }
         Ok(out)

@@ -26,8 +26,8 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-pub use executions::StartOutcome;
-pub use jobs::{CancelOutcome, EnqueueOutcome, Leased, SettleOutcome, StartOutcome as JobStart};
+pub use executions::{OperateOutcome, StartOutcome};
+pub use jobs::{CancelOutcome, EnqueueOutcome, LeaseState, Leased, SettleOutcome, StartOutcome as JobStart};
 pub use keys::Keys;
 pub use notify::Notifier;
 pub use pipelines::StoredPipeline;

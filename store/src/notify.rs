@@ -2,9 +2,12 @@
 //! worker's queues. Scripts publish on a queue's channel whenever a job of it becomes ready,
 //! so an idle worker leases new work at once instead of waiting for a poll interval.
 //!
+//! The same subscription carries the cancel channel: the id of a running job whose
+//! execution an operator stopped, so the worker running it kills it at once.
+//!
 //! The subscription is a hint, not a delivery guarantee: after any reconnect the notifier
-//! wakes its waiter once (work may have arrived while it was away), and the worker keeps a
-//! slow fallback poll.
+//! wakes its waiter once (work may have arrived while it was away), the worker keeps a slow
+//! fallback poll, and a missed cancel is caught by the next heartbeat.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,11 +32,14 @@ impl Drop for Notifier {
 }
 
 impl Notifier {
-    /// Subscribes to the channels of `queues`.
-    pub fn spawn(store: &Store, queues: &[String]) -> Self {
+    /// Subscribes to the channels of `queues`, and to the cancel channel, whose job ids
+    /// are handed to `on_cancel`.
+    pub fn spawn(store: &Store, queues: &[String], on_cancel: impl Fn(&str) + Send + Sync + 'static) -> Self {
         let notify = Arc::new(Notify::new());
-        let channels: Vec<String> =
+        let cancel_channel = store.keys.cancel_channel();
+        let mut channels: Vec<String> =
             queues.iter().map(|q| format!("{}{q}", store.keys.notify_prefix())).collect();
+        channels.push(cancel_channel.clone());
         let client = store.client.clone();
         let waker = notify.clone();
         let task = tokio::spawn(async move {
@@ -54,8 +60,14 @@ impl Notifier {
                             // Work may have arrived while we were not listening.
                             waker.notify_one();
                             let mut messages = pubsub.on_message();
-                            while messages.next().await.is_some() {
-                                waker.notify_one();
+                            while let Some(message) = messages.next().await {
+                                if message.get_channel_name() == cancel_channel {
+                                    if let Ok(job) = message.get_payload::<String>() {
+                                        on_cancel(&job);
+                                    }
+                                } else {
+                                    waker.notify_one();
+                                }
                             }
                             tracing::debug!("job notification subscription ended; reconnecting");
                         }

@@ -26,6 +26,7 @@ pub(crate) struct Scripts {
     pub reclaim: Script,
     pub start_execution: Script,
     pub put_pipeline: Script,
+    pub operate: Script,
 }
 
 impl Scripts {
@@ -42,11 +43,12 @@ impl Scripts {
             reclaim: with_lib(include_str!("../lua/reclaim.lua")),
             start_execution: with_lib(include_str!("../lua/start_execution.lua")),
             put_pipeline: with_lib(include_str!("../lua/put_pipeline.lua")),
+            operate: with_lib(include_str!("../lua/operate.lua")),
         }
     }
 
     /// Every script, for loading them all up front (`/readyz` reports "scripts loaded").
-    pub(crate) fn all(&self) -> [&Script; 11] {
+    pub(crate) fn all(&self) -> [&Script; 12] {
         [
             &self.enqueue,
             &self.lease,
@@ -59,6 +61,7 @@ impl Scripts {
             &self.reclaim,
             &self.start_execution,
             &self.put_pipeline,
+            &self.operate,
         ]
     }
 }

@@ -7,7 +7,7 @@ use sluice_core::execution::Plan;
 use sluice_core::ids;
 use sluice_core::job::{JobError, JobStatus, NewJob, Settlement, kinds};
 use sluice_core::retry::{Backoff, RetryPolicy};
-use sluice_store::{CancelOutcome, EnqueueOutcome, JobStart, SettleOutcome, Store, StoreConfig};
+use sluice_store::{CancelOutcome, EnqueueOutcome, JobStart, LeaseState, SettleOutcome, Store, StoreConfig};
 use sluice_testkit::RedisServer;
 
 const T0: i64 = 1_700_000_000_000;
@@ -211,7 +211,7 @@ async fn a_holder_whose_lease_expired_and_was_re_leased_changes_nothing() {
     start(&store, &job.id, &new, T0 + 9_000, T0 + 2_000).await;
 
     // The old holder comes back: heartbeat, start, settle and release all report the loss.
-    assert_eq!(store.heartbeat(&[(job.id.clone(), old.clone())], T0 + 99_000).await.unwrap(), vec![false]);
+    assert_eq!(store.heartbeat(&[(job.id.clone(), old.clone())], T0 + 99_000).await.unwrap(), vec![LeaseState::Lost]);
     let stale = store.get_job(&job.id).await.unwrap().unwrap();
     let done = Settlement::Completed { output: Value::Null };
     assert_eq!(
@@ -223,7 +223,7 @@ async fn a_holder_whose_lease_expired_and_was_re_leased_changes_nothing() {
     assert_eq!(now.status, JobStatus::Running);
     assert_eq!(now.attempts, 2);
     assert_eq!(now.lease.unwrap().token, new);
-    assert_eq!(store.heartbeat(&[(job.id.clone(), new)], T0 + 99_000).await.unwrap(), vec![true]);
+    assert_eq!(store.heartbeat(&[(job.id.clone(), new)], T0 + 99_000).await.unwrap(), vec![LeaseState::Held]);
 }
 
 #[tokio::test]

@@ -1,8 +1,9 @@
 //! The jobs this worker process holds: reserved in its prefetch buffer or running.
 //!
 //! The heartbeat extends every lease listed here; a lease found lost is cancelled here (the
-//! running process is stopped and its result will be refused anyway); on shutdown whatever
-//! is still listed is released back to its queue.
+//! running process is stopped and its result will be refused anyway); a job whose execution
+//! an operator stopped is cancelled too but stays listed, so its runner settles it; on
+//! shutdown whatever is still listed is released back to its queue.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,6 +15,7 @@ struct Entry {
     token: String,
     queue: String,
     cancel: CancellationToken,
+    stopped: bool,
 }
 
 /// Shared registry of held jobs.
@@ -33,7 +35,7 @@ impl Inflight {
         let cancel = CancellationToken::new();
         self.lock().insert(
             id.to_string(),
-            Entry { token: token.to_string(), queue: queue.to_string(), cancel: cancel.clone() },
+            Entry { token: token.to_string(), queue: queue.to_string(), cancel: cancel.clone(), stopped: false },
         );
         cancel
     }
@@ -58,6 +60,20 @@ impl Inflight {
         if let Some(e) = self.lock().remove(id) {
             e.cancel.cancel();
         }
+    }
+
+    /// The job's execution was stopped by an operator: stop its work (the runner then
+    /// settles it as cancelled). Unknown ids (held by another worker) are ignored.
+    pub(crate) fn stop(&self, id: &str) {
+        if let Some(e) = self.lock().get_mut(id) {
+            e.stopped = true;
+            e.cancel.cancel();
+        }
+    }
+
+    /// Whether an operator stopped the job (as opposed to its lease being lost).
+    pub(crate) fn is_stopped(&self, id: &str) -> bool {
+        self.lock().get(id).is_some_and(|e| e.stopped)
     }
 
     /// Takes every held job as `(id, queue, token)`.

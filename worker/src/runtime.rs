@@ -42,7 +42,9 @@ pub(crate) struct Runtime {
 
 impl Runtime {
     pub(crate) fn new(engine: Engine, config: WorkerConfig) -> Self {
-        let notifier = Notifier::spawn(engine.store(), &config.queues);
+        let inflight = Inflight::default();
+        let stopper = inflight.clone();
+        let notifier = Notifier::spawn(engine.store(), &config.queues, move |job| stopper.stop(job));
         let sources = (0..engine.store().shards())
             .flat_map(|s| config.queues.iter().map(move |q| (s, q.clone())))
             .collect();
@@ -50,7 +52,7 @@ impl Runtime {
             worker_id: config.worker_id.clone(),
             engine,
             config,
-            inflight: Inflight::default(),
+            inflight,
             notifier,
             shutting_down: AtomicBool::new(false),
             cursor: AtomicUsize::new(0),
@@ -136,8 +138,13 @@ impl Runtime {
         let cancel = self.inflight.cancel_token(&id).unwrap_or_default();
         let guard = Guard { rt: self.clone(), job: job.clone(), token: token.clone(), armed: true };
         let started_at = std::time::Instant::now();
-        let (outcome, exec) = self.execute(&job, cancel.clone()).await;
-        if cancel.is_cancelled() {
+        let (mut outcome, exec) = self.execute(&job, cancel.clone()).await;
+        if self.inflight.is_stopped(&id) {
+            // An operator stopped the execution: record the attempt as cancelled (the
+            // execution no longer owns the job, so this changes nothing else).
+            tracing::info!(job.id = %id, "job stopped: its execution was cancelled or restarted");
+            outcome = Outcome::Failed(JobError::terminal("stopped: the execution was cancelled or restarted by an operator"));
+        } else if cancel.is_cancelled() {
             // The lease was lost while running: the result would be refused.
             tracing::warn!(job.id = %id, "lease lost while running; result dropped");
             guard.disarm();

@@ -16,6 +16,7 @@ use apalis::layers::WorkerBuilderExt;
 use apalis_core::monitor::Monitor;
 use apalis_core::task::data::Data;
 use apalis_core::worker::builder::WorkerBuilder;
+use sluice_store::LeaseState;
 use sluice_store::engine::Engine;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -61,10 +62,14 @@ async fn heartbeat(rt: Arc<Runtime>, stop: CancellationToken) {
         match rt.engine.store().heartbeat(&leases, deadline).await {
             Ok(held) => {
                 rt.set_healthy();
-                for ((id, _), ok) in leases.iter().zip(held) {
-                    if !ok {
-                        tracing::warn!(job.id = %id, "lease lost; stopping the job");
-                        rt.inflight.lost(id);
+                for ((id, _), state) in leases.iter().zip(held) {
+                    match state {
+                        LeaseState::Held => {}
+                        LeaseState::CancelRequested => rt.inflight.stop(id),
+                        LeaseState::Lost => {
+                            tracing::warn!(job.id = %id, "lease lost; stopping the job");
+                            rt.inflight.lost(id);
+                        }
                     }
                 }
             }

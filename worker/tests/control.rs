@@ -1,0 +1,294 @@
+//! Operator actions against a real Redis and a real worker: retry resumes at the failed step,
+//! cancel kills a running command wherever it runs, pause holds the next step until resume,
+//! restart keeps earlier outputs.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use sluice_core::control::{Action, Operator, Refusal};
+use sluice_core::execution::StartRequest;
+use sluice_core::{Execution, ExecutionStatus, FailureKind, JobStatus, StepStatus, SystemClock, pipeline};
+use sluice_store::engine::{Acted, Engine};
+use sluice_store::{StartOutcome, Store, StoreConfig};
+use sluice_testkit::redis::Commands;
+use sluice_testkit::{RedisServer, wait_until};
+use sluice_worker::{Worker, WorkerConfig};
+use tokio_util::sync::CancellationToken;
+
+struct Kit {
+    redis: RedisServer,
+    engine: Engine,
+    stop: CancellationToken,
+    worker: Option<tokio::task::JoinHandle<()>>,
+    dir: tempfile::TempDir,
+}
+
+impl Kit {
+    async fn new() -> Kit {
+        let redis = RedisServer::start();
+        let store = Store::connect(StoreConfig { url: redis.url(), ..StoreConfig::default() }).await.unwrap();
+        let engine = Engine::new(store, Arc::new(SystemClock));
+        let config = WorkerConfig {
+            concurrency: 4,
+            lease_ttl: Duration::from_secs(3),
+            kill_grace: Duration::from_secs(1),
+            ..WorkerConfig::default()
+        };
+        let worker = Worker::new(engine.clone(), config).unwrap();
+        let stop = CancellationToken::new();
+        let s = stop.clone();
+        let handle = tokio::spawn(async move { worker.run(async move { s.cancelled().await }).await });
+        Kit { redis, engine, stop, worker: Some(handle), dir: tempfile::tempdir().unwrap() }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    async fn start(&self, toml: &str) -> String {
+        let p = pipeline::parse_toml(toml).unwrap();
+        let (version, _) = self.engine.store().put_pipeline(&p, self.engine.now()).await.unwrap();
+        let req = StartRequest {
+            pipeline: p,
+            pipeline_version: version,
+            input: json!({}),
+            target: Some("svc:web".into()),
+            idempotency_key: None,
+        };
+        match self.engine.store().start_execution(req, self.engine.now()).await.unwrap() {
+            StartOutcome::Started(e) => e.id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    async fn get(&self, id: &str) -> Execution {
+        self.engine.store().get_execution(id).await.unwrap().unwrap()
+    }
+
+    async fn wait_for(&self, id: &str, what: &str, f: impl Fn(&Execution) -> bool) -> Execution {
+        wait_until(Duration::from_secs(30), what, || async {
+            let e = self.get(id).await;
+            f(&e).then_some(e)
+        })
+        .await
+    }
+
+    async fn act(&self, id: &str, action: Action) -> Acted {
+        let op = Operator { subject: "alice".into(), reason: Some("test".into()) };
+        self.engine.act(id, action, &op).await.unwrap()
+    }
+
+    /// Event types of the execution's own list, oldest first.
+    fn events_of(&self, id: &str) -> Vec<String> {
+        let mut conn = self.redis.conn();
+        let raw: Vec<String> = conn.lrange(format!("{{sluice:0}}:ex:{id}:events"), 0, -1).unwrap();
+        raw.iter()
+            .map(|r| serde_json::from_str::<serde_json::Value>(r).unwrap()["type"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    async fn shutdown(mut self) {
+        self.stop.cancel();
+        if let Some(h) = self.worker.take() {
+            h.await.unwrap();
+        }
+    }
+}
+
+/// Lines in a counter file (each run of a step appends one).
+fn count(path: &str) -> usize {
+    std::fs::read_to_string(path).map(|s| s.lines().count()).unwrap_or(0)
+}
+
+fn applied(acted: Acted) -> Execution {
+    match acted {
+        Acted::Applied(e) => *e,
+        other => panic!("expected the action to apply, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_resumes_at_the_failed_step_and_never_reruns_succeeded_ones() {
+    let kit = Kit::new().await;
+    let (c1, c2, c3, c4, flag) = (kit.path("c1"), kit.path("c2"), kit.path("c3"), kit.path("c4"), kit.path("flag"));
+    let toml = format!(
+        r#"
+id = "four"
+[[steps]]
+name = "one"
+kind = "command"
+run = ["sh", "-c", "echo x >> {c1}; printf '{{\"v\":1}}' > \"$SLUICE_OUTPUT\""]
+[[steps]]
+name = "two"
+kind = "command"
+run = ["sh", "-c", "echo x >> {c2}"]
+[[steps]]
+name = "three"
+kind = "command"
+run = ["sh", "-c", "echo x >> {c3}; [ -e {flag} ] || {{ touch {flag}; echo 'first time fails' >&2; exit 4; }}"]
+retry = {{ max_attempts = 1 }}
+[[steps]]
+name = "four"
+kind = "command"
+run = ["sh", "-c", "echo x >> {c4}"]
+"#
+    );
+    let id = kit.start(&toml).await;
+    let failed = kit.wait_for(&id, "the first run to fail", |e| e.status == ExecutionStatus::Failed).await;
+    assert_eq!(failed.failure.as_ref().unwrap().step.as_deref(), Some("three"));
+
+    // Only failed or cancelled executions can be retried.
+    let running = kit.start("id = \"slow\"\n[[steps]]\nname = \"s\"\nkind = \"command\"\nrun = [\"sleep\", \"5\"]").await;
+    assert_eq!(kit.act(&running, Action::Retry).await, Acted::Refused(Refusal::NotRetryable(ExecutionStatus::Running)));
+    assert!(matches!(kit.act(&running, Action::Cancel).await, Acted::Applied(_)));
+
+    let retried = applied(kit.act(&id, Action::Retry).await);
+    assert_eq!(retried.id, id);
+    assert_eq!(retried.run, 2);
+    let done = kit.wait_for(&id, "the retry to complete", |e| e.status == ExecutionStatus::Completed).await;
+    assert_eq!((count(&c1), count(&c2), count(&c3), count(&c4)), (1, 1, 2, 1));
+    assert_eq!(done.steps[0].output, Some(json!({"v": 1})), "succeeded steps keep their outputs");
+    assert!(done.failure.is_none());
+    assert_eq!(done.failure_history.len(), 1);
+    assert_eq!(done.failure_history[0].exit_code, Some(4));
+    assert_eq!(done.audit.iter().map(|a| (a.action.as_str(), a.actor.as_str())).collect::<Vec<_>>(), [("retry", "alice")]);
+    assert_eq!(kit.act(&id, Action::Retry).await, Acted::Refused(Refusal::NotRetryable(ExecutionStatus::Completed)));
+    assert!(kit.events_of(&id).contains(&"execution.retried".to_string()));
+    kit.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_kills_the_running_command_and_a_late_result_changes_nothing() {
+    let kit = Kit::new().await;
+    let pidfile = kit.path("pid");
+    let toml = format!(
+        "id = \"sleepy\"\n[[steps]]\nname = \"nap\"\nkind = \"command\"\nrun = [\"sh\", \"-c\", \"echo $$ > {pidfile}; exec sleep 600\"]\n"
+    );
+    let id = kit.start(&toml).await;
+    let pid: u32 = wait_until(Duration::from_secs(20), "the command to start", || async {
+        std::fs::read_to_string(&pidfile).ok().and_then(|s| s.trim().parse().ok())
+    })
+    .await;
+    let job = kit.get(&id).await.steps[0].job_id.clone().unwrap();
+    assert_eq!(kit.engine.store().get_job(&job).await.unwrap().unwrap().status, JobStatus::Running);
+
+    let cancelled = applied(kit.act(&id, Action::Cancel).await);
+    assert_eq!(cancelled.status, ExecutionStatus::Cancelled);
+    let began = std::time::Instant::now();
+    wait_until(Duration::from_secs(5), "the command's process to be gone", || async {
+        (!sluice_testkit::process::is_alive(pid)).then_some(())
+    })
+    .await;
+    assert!(began.elapsed() < Duration::from_secs(3), "the process outlived the grace period");
+
+    // The worker settles the stopped attempt; the execution does not move.
+    let settled = wait_until(Duration::from_secs(10), "the stopped job to settle", || async {
+        let j = kit.engine.store().get_job(&job).await.unwrap().unwrap();
+        (j.status == JobStatus::Failed).then_some(j)
+    })
+    .await;
+    assert!(settled.last_error.unwrap().message.contains("stopped"));
+    let after = kit.get(&id).await;
+    assert_eq!(after.status, ExecutionStatus::Cancelled);
+    assert_eq!(after.rev, cancelled.rev, "a late result changed the cancelled execution");
+    assert_eq!(after.failure.as_ref().unwrap().kind, FailureKind::Cancelled);
+
+    // Cancel is idempotent on a terminal execution.
+    match kit.act(&id, Action::Cancel).await {
+        Acted::Unchanged(e) => assert_eq!(e.rev, after.rev),
+        other => panic!("{other:?}"),
+    }
+    let events = kit.events_of(&id);
+    for expected in ["execution.cancelled", "job.cancel_requested", "job.failed"] {
+        assert!(events.contains(&expected.to_string()), "{expected} missing from {events:?}");
+    }
+    kit.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_holds_the_next_step_until_resume() {
+    let kit = Kit::new().await;
+    let gate = kit.path("gate");
+    let c2 = kit.path("c2");
+    let toml = format!(
+        r#"
+id = "paused"
+[[steps]]
+name = "one"
+kind = "command"
+run = ["sh", "-c", "while [ ! -e {gate} ]; do sleep 0.05; done; printf '{{\"done\":1}}' > \"$SLUICE_OUTPUT\""]
+[[steps]]
+name = "two"
+kind = "command"
+run = ["sh", "-c", "echo x >> {c2}"]
+[[steps]]
+name = "three"
+kind = "noop"
+"#
+    );
+    let id = kit.start(&toml).await;
+    let job = kit.get(&id).await.steps[0].job_id.clone().unwrap();
+    wait_until(Duration::from_secs(20), "step one to run", || async {
+        (kit.engine.store().get_job(&job).await.unwrap().unwrap().status == JobStatus::Running).then_some(())
+    })
+    .await;
+    let paused = applied(kit.act(&id, Action::Pause).await);
+    assert_eq!(paused.status, ExecutionStatus::Paused);
+    assert_eq!(kit.act(&id, Action::Pause).await, Acted::Refused(Refusal::NotPausable(ExecutionStatus::Paused)));
+
+    std::fs::write(&gate, "").unwrap();
+    let at_boundary = kit.wait_for(&id, "step one's result to be recorded", |e| e.steps[0].status == StepStatus::Succeeded).await;
+    assert_eq!(at_boundary.status, ExecutionStatus::Paused);
+    assert_eq!(at_boundary.steps[0].output, Some(json!({"done": 1})));
+    assert_eq!(at_boundary.steps[1].status, StepStatus::Pending);
+    assert!(at_boundary.steps[1].job_id.is_none(), "step two got a job while paused");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(count(&c2), 0, "step two ran while paused");
+
+    let resumed = applied(kit.act(&id, Action::Resume).await);
+    assert_eq!(resumed.status, ExecutionStatus::Running);
+    kit.wait_for(&id, "the execution to complete", |e| e.status == ExecutionStatus::Completed).await;
+    assert_eq!(count(&c2), 1);
+    assert_eq!(kit.act(&id, Action::Resume).await, Acted::Refused(Refusal::NotPaused(ExecutionStatus::Completed)));
+    let events = kit.events_of(&id);
+    let pos = |t: &str| events.iter().position(|e| e == t).unwrap_or_else(|| panic!("{t} missing from {events:?}"));
+    assert!(pos("workflow.instance.paused") < pos("workflow.instance.resumed"));
+    assert!(pos("workflow.instance.resumed") < pos("execution.completed"));
+    kit.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_from_a_step_keeps_earlier_outputs_and_records_the_reset_ones() {
+    let kit = Kit::new().await;
+    let c1 = kit.path("c1");
+    let toml = format!(
+        r#"
+id = "again"
+[[steps]]
+name = "one"
+kind = "command"
+run = ["sh", "-c", "echo x >> {c1}; printf '{{\"n\":1}}' > \"$SLUICE_OUTPUT\""]
+[[steps]]
+name = "two"
+kind = "command"
+run = ["sh", "-c", "printf '{{\"attempt\":%s}}' \"$SLUICE_RUN\" > \"$SLUICE_OUTPUT\""]
+"#
+    );
+    let id = kit.start(&toml).await;
+    kit.wait_for(&id, "the first run", |e| e.status == ExecutionStatus::Completed).await;
+    match kit.act(&id, Action::Restart { from: 2 }).await {
+        Acted::Refused(Refusal::StepOutOfRange(m)) => assert!(m.contains("out of range"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    let restarted = applied(kit.act(&id, Action::Restart { from: 1 }).await);
+    assert_eq!(restarted.run, 2);
+    let done = kit.wait_for(&id, "the restarted run", |e| e.status == ExecutionStatus::Completed && e.run == 2).await;
+    assert_eq!(count(&c1), 1, "a step before the restart point ran again");
+    assert_eq!(done.steps[1].output, Some(json!({"attempt": 2})));
+    assert_eq!(done.output_history.len(), 1);
+    assert_eq!(done.output_history[0].output, json!({"attempt": 1}));
+    assert!(Path::new(&c1).exists());
+    kit.shutdown().await;
+}
