@@ -93,7 +93,7 @@ pub enum Refusal {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
     /// Commit this plan.
-    Apply(Plan),
+    Apply(Box<Plan>),
     /// Nothing to do (cancel of a terminal execution); return the execution as it is.
     Unchanged,
 }
@@ -168,7 +168,7 @@ pub fn plan_action(
     };
     push_capped(&mut next.audit, entry, MAX_AUDIT);
     plan.execution = Some(next);
-    Ok(Decision::Apply(plan))
+    Ok(Decision::Apply(Box::new(plan)))
 }
 
 fn cancel(next: &mut Execution, plan: &mut Plan, operator: &Operator, now: Millis) {
@@ -362,7 +362,7 @@ mod tests {
 
     fn apply(e: &Execution, action: Action) -> (Execution, Plan) {
         match plan_action(e, action, &op(), NOW, &mut ids()).unwrap() {
-            Decision::Apply(plan) => (plan.execution.clone().unwrap(), plan),
+            Decision::Apply(plan) => (plan.execution.clone().unwrap(), *plan),
             Decision::Unchanged => panic!("unchanged"),
         }
     }

@@ -18,6 +18,31 @@ local function ready_score(priority, seq)
   return int(-priority * 4398046511104 + seq)
 end
 
+-- A queue's other keys sit beside its ready set (`…:q:<queue>:ready`), in the same hash
+-- tag: `:since` (ZSET id -> when it became ready), `:stats` (HASH of outcome counters) and
+-- `:paused` (STRING flag). See `docs/redis-keys.md`.
+local function sibling(ready_key, suffix)
+  return string.sub(ready_key, 1, #ready_key - 6) .. suffix
+end
+
+-- Puts `id` in a ready set, remembering since when it waits.
+local function make_ready(ready_key, id, priority, now)
+  local seq = redis.call('INCR', KEYS[2])
+  redis.call('ZADD', ready_key, ready_score(priority, seq), id)
+  redis.call('ZADD', sibling(ready_key, ':since'), now, id)
+end
+
+-- Takes `id` out of a ready set (and its waiting-since set).
+local function unready(ready_key, id)
+  redis.call('ZREM', ready_key, id)
+  redis.call('ZREM', sibling(ready_key, ':since'), id)
+end
+
+-- Counts an outcome (`completed`, `failed`, `retried`, `cancelled`) of a job of the queue.
+local function count_outcome(ready_key, outcome)
+  redis.call('HINCRBY', sibling(ready_key, ':stats'), outcome, 1)
+end
+
 local function notify(queue)
   redis.call('PUBLISH', ARGV[3] .. queue, '1')
 end
@@ -28,8 +53,7 @@ local function place(job_key, id, queue, priority, due, ready_key, delayed_key, 
   if due > now then
     redis.call('ZADD', delayed_key, int(due), id)
   else
-    local seq = redis.call('INCR', KEYS[2])
-    redis.call('ZADD', ready_key, ready_score(priority, seq), id)
+    make_ready(ready_key, id, priority, now)
   end
   notify(queue)
 end
@@ -63,7 +87,8 @@ end
 -- Cancels pending job `id`: out of its ready, delayed and leased sets (a reservation in a
 -- worker's prefetch buffer loses its token), dedupe slot freed, status `cancelled`.
 local function cancel_pending(job_key, id, ready_key, delayed_key, leased_key, now)
-  redis.call('ZREM', ready_key, id)
+  unready(ready_key, id)
+  count_outcome(ready_key, 'cancelled')
   redis.call('ZREM', delayed_key, id)
   redis.call('ZREM', leased_key, id)
   free_dedupe(job_key, id)

@@ -8,8 +8,7 @@ local due = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', ARGV[1], 'LIMIT', 0, to
 for _, id in ipairs(due) do
   redis.call('ZREM', KEYS[5], id)
   local priority = tonumber(redis.call('HGET', ARGV[4] .. id, 'priority') or '0')
-  local seq = redis.call('INCR', KEYS[2])
-  redis.call('ZADD', KEYS[4], ready_score(priority, seq), id)
+  make_ready(KEYS[4], id, priority, tonumber(ARGV[1]))
 end
 if #due > 0 then
   notify(ARGV[6])

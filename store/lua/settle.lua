@@ -37,6 +37,9 @@ clear_lease(key)
 redis.call('ZREM', KEYS[5], f[4])
 if plan.status == 'pending' then
   place(key, f[4], f[5], tonumber(f[6] or '0'), plan.due, KEYS[6], KEYS[7], now)
+  count_outcome(KEYS[6], 'retried')
+else
+  count_outcome(KEYS[6], plan.status)
 end
 apply_tail(tail, now)
 return {'ok'}

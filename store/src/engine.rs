@@ -188,7 +188,7 @@ impl Engine {
             let plan = match control::plan_action(&exec, action, operator, now, &mut || Self::job_id(shard)) {
                 Err(refusal) => return Ok(Acted::Refused(refusal)),
                 Ok(Decision::Unchanged) => return Ok(Acted::Unchanged(Box::new(exec))),
-                Ok(Decision::Apply(plan)) => plan,
+                Ok(Decision::Apply(plan)) => *plan,
             };
             match self.store.operate(&exec, &plan, now).await? {
                 OperateOutcome::Applied => {

@@ -14,6 +14,12 @@
 pub const READY_SUFFIX: &str = ":ready";
 /// Suffix of a queue's delayed set after [`Keys::queue_prefix`] and the queue name.
 pub const DELAYED_SUFFIX: &str = ":delayed";
+/// Suffix of a queue's waiting-since set (a sibling of the ready set).
+pub const SINCE_SUFFIX: &str = ":since";
+/// Suffix of a queue's outcome counters (a sibling of the ready set).
+pub const STATS_SUFFIX: &str = ":stats";
+/// Suffix of a queue's pause flag (a sibling of the ready set).
+pub const PAUSED_SUFFIX: &str = ":paused";
 
 /// Builds keys for one deployment (`redis.prefix`, `redis.shards`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +72,38 @@ impl Keys {
     /// ZSET `{p:s}:q:<queue>:delayed`: job ids scored by due time (ms).
     pub fn delayed(&self, shard: u32, queue: &str) -> String {
         format!("{}{queue}{DELAYED_SUFFIX}", self.queue_prefix(shard))
+    }
+
+    /// ZSET `{p:s}:q:<queue>:since`: ready job ids, score = when each became ready (for
+    /// the oldest waiting age). A sibling of the ready set: scripts derive it from the ready
+    /// key by replacing [`READY_SUFFIX`]. Owner: the scripts that move jobs in and out of
+    /// the ready set.
+    pub fn queue_since(&self, shard: u32, queue: &str) -> String {
+        format!("{}{queue}{SINCE_SUFFIX}", self.queue_prefix(shard))
+    }
+
+    /// HASH `{p:s}:q:<queue>:stats`: outcome counters (`completed`, `failed`, `retried`,
+    /// `cancelled`) since the queue first held a job. Sibling of the ready set. Owner:
+    /// `settle`, `cancel`, `operate`.
+    pub fn queue_stats(&self, shard: u32, queue: &str) -> String {
+        format!("{}{queue}{STATS_SUFFIX}", self.queue_prefix(shard))
+    }
+
+    /// STRING `{p:s}:q:<queue>:paused`: present while the queue is paused (no lease hands
+    /// out its jobs). Sibling of the ready set. Owner: queue pause/resume.
+    pub fn queue_paused(&self, shard: u32, queue: &str) -> String {
+        format!("{}{queue}{PAUSED_SUFFIX}", self.queue_prefix(shard))
+    }
+
+    /// ZSET `{p:g}:workers`: worker ids, score = last heartbeat (ms). Owner: workers.
+    pub fn workers(&self) -> String {
+        format!("{{{}:g}}:workers", self.prefix)
+    }
+
+    /// HASH `{p:g}:worker:<id>`: what a worker runs (`queues`, `concurrency`, `host`,
+    /// `pid`, `started_at`, `version`); expires unless refreshed. Owner: that worker.
+    pub fn worker(&self, id: &str) -> String {
+        format!("{{{}:g}}:worker:{id}", self.prefix)
     }
 
     /// ZSET `{p:s}:leased`: ids of reserved or running jobs, scored by lease deadline (ms).
@@ -193,6 +231,9 @@ mod tests {
             k.executions_by_status(3, "running"),
             k.executions_by_pipeline(3, "release"),
             k.executions_by_target(3, "repo:acme/{web}"),
+            k.queue_since(3, "deploy"),
+            k.queue_stats(3, "deploy"),
+            k.queue_paused(3, "deploy"),
         ];
         for key in &keys {
             assert_eq!(hash_tag(key), "sluice:3", "{key}");
@@ -200,6 +241,21 @@ mod tests {
         assert_eq!(hash_tag(&k.pipeline("release")), "sluice:g");
         assert_eq!(k.job(0, "a"), format!("{}a", k.job_prefix(0)));
         assert_eq!(k.ready(1, "q"), format!("{}q{READY_SUFFIX}", k.queue_prefix(1)));
+        assert_eq!(hash_tag(&k.workers()), "sluice:g");
+        assert_eq!(hash_tag(&k.worker("w1")), "sluice:g");
+    }
+
+    /// `sibling` in `lua/lib.lua` finds a queue's other keys by cutting the ready suffix
+    /// (6 characters) off the ready set's key.
+    #[test]
+    fn queue_siblings_share_the_ready_sets_stem() {
+        let k = Keys::new("sluice", 2);
+        assert_eq!(READY_SUFFIX.len(), 6);
+        let ready = k.ready(1, "deploy.eu");
+        let stem = &ready[..ready.len() - READY_SUFFIX.len()];
+        assert_eq!(k.queue_since(1, "deploy.eu"), format!("{stem}{SINCE_SUFFIX}"));
+        assert_eq!(k.queue_stats(1, "deploy.eu"), format!("{stem}{STATS_SUFFIX}"));
+        assert_eq!(k.queue_paused(1, "deploy.eu"), format!("{stem}{PAUSED_SUFFIX}"));
     }
 
     #[test]
@@ -226,6 +282,11 @@ mod tests {
             "{p:s}:exs:status:<status>",
             "{p:s}:exs:pipeline:<id>",
             "{p:s}:exs:target:<target>",
+            "{p:s}:q:<queue>:since",
+            "{p:s}:q:<queue>:stats",
+            "{p:s}:q:<queue>:paused",
+            "{p:g}:workers",
+            "{p:g}:worker:<id>",
         ] {
             assert!(doc.contains(pattern), "docs/redis-keys.md does not list {pattern}");
         }

@@ -18,6 +18,8 @@ mod executions;
 mod jobs;
 mod notify;
 mod pipelines;
+mod query;
+mod queues;
 mod plan;
 mod scripts;
 
@@ -31,6 +33,8 @@ pub use jobs::{CancelOutcome, EnqueueOutcome, LeaseState, Leased, SettleOutcome,
 pub use keys::Keys;
 pub use notify::Notifier;
 pub use pipelines::StoredPipeline;
+pub use query::{EventCursor, EventReader, ExecutionFilter, ListCursor, MAX_PAGE, Page, StoredEvent};
+pub use queues::{QueueStats, WorkerInfo};
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]

@@ -76,12 +76,17 @@ impl WorkerConfig {
     }
 }
 
+/// This machine's host name (`host` when it cannot be read).
+pub(crate) fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".into())
+}
+
 /// `<host>-<pid>-<random>`: unique per process start, so a restarted worker never shares
 /// an identity with its previous life.
 pub fn default_worker_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "host".into());
+    let host = host_name();
     let random = ulid::Ulid::generate().to_string();
     format!("{host}-{}-{}", std::process::id(), &random[random.len() - 6..])
 }

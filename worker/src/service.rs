@@ -16,7 +16,7 @@ use apalis::layers::WorkerBuilderExt;
 use apalis_core::monitor::Monitor;
 use apalis_core::task::data::Data;
 use apalis_core::worker::builder::WorkerBuilder;
-use sluice_store::LeaseState;
+use sluice_store::{LeaseState, WorkerInfo};
 use sluice_store::engine::Engine;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -49,11 +49,23 @@ async fn handle(leased: LeasedJob, rt: Data<Arc<Runtime>>) -> Result<(), std::co
 /// Extends every held lease every third of the lease TTL until `stop`.
 async fn heartbeat(rt: Arc<Runtime>, stop: CancellationToken) {
     let every = (rt.config.lease_ttl / 3).max(Duration::from_millis(50));
+    let info = WorkerInfo {
+        id: rt.worker_id.clone(),
+        queues: rt.config.queues.clone(),
+        concurrency: u32::try_from(rt.config.concurrency).unwrap_or(u32::MAX),
+        host: crate::host_name(),
+        pid: std::process::id(),
+        started_at: rt.engine.now(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        last_seen: 0,
+    };
+    register(&rt, &info).await;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(every) => {}
         }
+        register(&rt, &info).await;
         let leases = rt.inflight.leases();
         if leases.is_empty() {
             continue;
@@ -75,6 +87,15 @@ async fn heartbeat(rt: Arc<Runtime>, stop: CancellationToken) {
             }
             Err(e) => rt.report_store_error("heartbeat", &e),
         }
+    }
+}
+
+/// Refreshes this worker's entry in the registry shown by queue stats.
+async fn register(rt: &Runtime, info: &WorkerInfo) {
+    let info = WorkerInfo { last_seen: rt.engine.now(), ..info.clone() };
+    let ttl = u64::try_from(rt.config.lease_ttl.as_millis()).unwrap_or(u64::MAX).saturating_mul(3);
+    if let Err(e) = rt.engine.store().register_worker(&info, ttl).await {
+        rt.report_store_error("register worker", &e);
     }
 }
 
@@ -145,6 +166,9 @@ impl Worker {
         }
         stop_heartbeat.cancel();
         let _ = beat.await;
+        if let Err(e) = rt.engine.store().unregister_worker(&rt.worker_id).await {
+            tracing::debug!(error = %e, "cannot remove the worker from the registry");
+        }
         tracing::info!(worker.id = %rt.worker_id, "worker stopped");
     }
 }
