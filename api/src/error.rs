@@ -23,6 +23,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use sluice_core::{JobStatus, Problem};
 use sluice_store::StoreError;
+use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
+use utoipa::{ToResponse, ToSchema};
 
 /// The media type of every error body.
 pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
@@ -32,6 +34,146 @@ pub const PROBLEM_TYPE_BASE: &str = "https://sluice.dev/problems/";
 
 /// Longest piece of client-supplied text (a path, an id) quoted back in a `detail`.
 const QUOTE_LIMIT: usize = 200;
+
+/// Every stable `code` a problem can carry ([`ApiError::code`]), in the order of the
+/// variants of [`ApiError`]. The OpenAPI document lists them as the values of `code`.
+pub const CODES: &[&str] = &[
+    "NOT_FOUND",
+    "METHOD_NOT_ALLOWED",
+    "BAD_REQUEST",
+    "UNSUPPORTED_MEDIA_TYPE",
+    "PAYLOAD_TOO_LARGE",
+    "VALIDATION_FAILED",
+    "PIPELINE_INVALID",
+    "PIPELINE_NOT_FOUND",
+    "EXECUTION_NOT_FOUND",
+    "JOB_NOT_FOUND",
+    "TARGET_BUSY",
+    "JOB_NOT_PENDING",
+    "NOT_READY",
+    "STORE_UNAVAILABLE",
+    "INTERNAL",
+];
+
+// Documentation only: `ApiError::body` builds the document; a test checks that every member
+// it writes is described here.
+/// An RFC 9457 problem document: the body of every error response, sent as
+/// `application/problem+json`.
+///
+/// `code` is the stable, machine-readable name of the problem (clients switch on it);
+/// `type` is derived from it. Extension members sit beside the standard ones: the ones
+/// listed here are sent with the codes their descriptions name, and clients must ignore
+/// members they do not know.
+#[derive(ToSchema)]
+#[schema(as = Problem, example = json!({
+    "type": "https://sluice.dev/problems/target-busy",
+    "title": "Target busy",
+    "status": 409,
+    "detail": "target `repo:acme/web` already has a live execution (ex_0_01JD0000000000000000000000); wait for it to finish or cancel it",
+    "code": "TARGET_BUSY",
+    "target": "repo:acme/web",
+    "execution_id": "ex_0_01JD0000000000000000000000"
+}))]
+#[expect(
+    dead_code,
+    reason = "documentation only: `ApiError::body` builds the document"
+)]
+pub(crate) struct ProblemDocument {
+    /// `https://sluice.dev/problems/<code in lowercase with dashes>`.
+    #[schema(rename = "type", format = "uri")]
+    kind: String,
+    /// A short, fixed, human-readable summary of the code.
+    title: String,
+    /// The HTTP status of the response.
+    status: u16,
+    /// What went wrong in this occurrence, for humans.
+    detail: String,
+    /// The stable name of the problem.
+    #[schema(schema_with = code_schema)]
+    code: String,
+    /// `VALIDATION_FAILED`, `PIPELINE_INVALID`: every problem found, each naming its field.
+    #[schema(required = false)]
+    problems: Vec<Problem>,
+    /// `PIPELINE_NOT_FOUND`: the pipeline id asked for.
+    #[schema(required = false)]
+    pipeline: String,
+    /// `TARGET_BUSY`: the busy target.
+    #[schema(required = false)]
+    target: String,
+    /// `TARGET_BUSY`: the live execution holding the target.
+    #[schema(required = false)]
+    execution_id: String,
+    /// `JOB_NOT_PENDING`: the job.
+    #[schema(required = false)]
+    job_id: String,
+    /// `JOB_NOT_PENDING`: the job's status.
+    #[schema(required = false)]
+    job_status: JobStatus,
+    /// `PAYLOAD_TOO_LARGE`: the largest body accepted, in bytes.
+    #[schema(required = false)]
+    limit_bytes: u64,
+}
+
+/// Declares a documentation-only response type per problem code, for handlers to list as
+/// `(status = ..., response = inline(Type))`: the doc comment is the response's description,
+/// the body a [`ProblemDocument`] sent as `application/problem+json`; `[...]` adds response
+/// attributes (headers).
+macro_rules! problem_responses {
+    ($( $(#[doc = $doc:literal])* $name:ident $([$($extra:tt)*])?; )*) => {
+        $(
+            $(#[doc = $doc])*
+            #[derive(ToResponse)]
+            #[response(content_type = "application/problem+json" $(, $($extra)*)?)]
+            #[expect(dead_code, reason = "documentation only: `ApiError` builds the response")]
+            pub(crate) struct $name(ProblemDocument);
+        )*
+    };
+}
+
+problem_responses! {
+    /// `BAD_REQUEST`: the request cannot be read: the body is not valid JSON (the detail
+    /// names the line and column), a path parameter is not valid percent-encoding, or a
+    /// query parameter has a value the operation does not know.
+    BadRequest;
+    /// `PAYLOAD_TOO_LARGE`: the body is larger than the limit (`limit_bytes`, 1 MiB).
+    PayloadTooLarge;
+    /// `UNSUPPORTED_MEDIA_TYPE`: the body is not sent as `application/json`.
+    UnsupportedMediaType;
+    /// `VALIDATION_FAILED`: the body is JSON but some fields are wrong; `problems` names
+    /// every one.
+    ValidationFailed;
+    /// `PIPELINE_INVALID`: the pipeline document does not validate; `problems` lists every
+    /// problem.
+    PipelineInvalid;
+    /// `PIPELINE_NOT_FOUND`: no pipeline has this id (`pipeline`).
+    PipelineNotFound;
+    /// `EXECUTION_NOT_FOUND`: no execution has this id (also for a malformed id).
+    ExecutionNotFound;
+    /// `JOB_NOT_FOUND`: no job has this id (also for a malformed id).
+    JobNotFound;
+    /// `TARGET_BUSY`: the target already has a live execution, named by `execution_id`.
+    TargetBusy;
+    /// `JOB_NOT_PENDING`: only pending jobs can be cancelled; `job_status` says what the job
+    /// is.
+    JobNotPending;
+    /// `NOT_READY`: Redis is unreachable, slow, or refused a script.
+    NotReady [headers(("Retry-After" = u32, description = "Seconds to wait before trying again."))];
+    /// `STORE_UNAVAILABLE`: Redis is unreachable or busy; try again shortly.
+    StoreUnavailable [headers(("Retry-After" = u32, description = "Seconds to wait before trying again."))];
+    /// `INTERNAL`: a bug or a corrupt record; the cause is logged, not sent.
+    Internal;
+}
+
+/// The schema of `code`: a string, one of [`CODES`].
+fn code_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(
+            "The stable, machine-readable name of the problem; clients switch on it.",
+        ))
+        .enum_values(Some(CODES.iter().copied()))
+        .build()
+}
 
 /// Everything that can go wrong while serving a request.
 #[derive(Debug, thiserror::Error)]
@@ -314,7 +456,110 @@ impl IntoResponse for ApiError {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
+    use crate::openapi::property_names;
+
+    /// One error of each variant, with every extension member it can carry. When a variant
+    /// is added, [`variant_is_listed`] stops compiling until the variant is listed here too.
+    fn one_of_each() -> Vec<ApiError> {
+        vec![
+            ApiError::RouteNotFound { path: "/x".into() },
+            ApiError::MethodNotAllowed {
+                method: "DELETE".into(),
+                path: "/x".into(),
+            },
+            ApiError::BadRequest("x".into()),
+            ApiError::UnsupportedMediaType("x".into()),
+            ApiError::PayloadTooLarge { limit: 1 },
+            ApiError::Validation {
+                problems: vec![Problem::new("a", "is wrong")],
+            },
+            ApiError::PipelineInvalid {
+                problems: vec![Problem::new("a", "is wrong")],
+            },
+            ApiError::PipelineNotFound { id: "p".into() },
+            ApiError::ExecutionNotFound { id: "e".into() },
+            ApiError::JobNotFound { id: "j".into() },
+            ApiError::TargetBusy {
+                target: "t".into(),
+                holder: "e".into(),
+            },
+            ApiError::JobNotPending {
+                id: "j".into(),
+                status: JobStatus::Running,
+            },
+            ApiError::NotReady("x".into()),
+            ApiError::Store(StoreError::Contended("e".into())),
+            ApiError::Internal("x".into()),
+        ]
+    }
+
+    /// Exhaustive on purpose (no `_` arm): see [`one_of_each`].
+    fn variant_is_listed(error: &ApiError) -> bool {
+        match error {
+            ApiError::RouteNotFound { .. }
+            | ApiError::MethodNotAllowed { .. }
+            | ApiError::BadRequest(_)
+            | ApiError::UnsupportedMediaType(_)
+            | ApiError::PayloadTooLarge { .. }
+            | ApiError::Validation { .. }
+            | ApiError::PipelineInvalid { .. }
+            | ApiError::PipelineNotFound { .. }
+            | ApiError::ExecutionNotFound { .. }
+            | ApiError::JobNotFound { .. }
+            | ApiError::TargetBusy { .. }
+            | ApiError::JobNotPending { .. }
+            | ApiError::NotReady(_)
+            | ApiError::Store(_)
+            | ApiError::Internal(_) => true,
+        }
+    }
+
+    #[test]
+    fn the_documented_codes_are_the_codes_errors_produce() {
+        let mut produced: BTreeSet<&str> = one_of_each()
+            .iter()
+            .filter(|e| variant_is_listed(e))
+            .map(ApiError::code)
+            .collect();
+        // A store failure is `STORE_UNAVAILABLE` or `INTERNAL` depending on its cause.
+        produced.insert(
+            ApiError::Store(StoreError::Corrupt {
+                key: "k".into(),
+                reason: "r".into(),
+            })
+            .code(),
+        );
+        let documented: BTreeSet<&str> = CODES.iter().copied().collect();
+        assert_eq!(documented.len(), CODES.len(), "CODES has no duplicates");
+        assert_eq!(produced, documented);
+        for error in one_of_each() {
+            let generic = error.title() == "Internal error";
+            assert_eq!(
+                generic,
+                error.code() == "INTERNAL",
+                "{} has its own title",
+                error.code()
+            );
+        }
+    }
+
+    #[test]
+    fn every_member_of_every_problem_is_documented() {
+        let documented = property_names::<ProblemDocument>();
+        for error in one_of_each() {
+            let body = error.body();
+            let members: BTreeSet<String> = body.as_object().unwrap().keys().cloned().collect();
+            assert!(
+                members.is_subset(&documented),
+                "{}: {:?} are not in the Problem schema",
+                error.code(),
+                members.difference(&documented).collect::<Vec<_>>()
+            );
+        }
+    }
 
     #[test]
     fn problem_type_is_the_code_in_lowercase_with_dashes() {

@@ -2,7 +2,8 @@
 //!
 //! [`router`] builds the whole API as an [`axum::Router`] over an [`AppState`], so tests
 //! drive it with `tower::ServiceExt::oneshot` and no socket; [`serve`] runs it on a listener
-//! until a shutdown future resolves, letting in-flight requests finish.
+//! until a shutdown future resolves, letting in-flight requests finish. [`openapi()`] is the
+//! OpenAPI 3.1 document of the same routes, which the router serves at `GET /v1/openapi.json`.
 //!
 //! Layout:
 //! - [`error`]: the one place failures become `application/problem+json` responses, each
@@ -10,8 +11,10 @@
 //! - `extract`: `Json`, `Path` and `Query` wrappers whose rejections are problems;
 //! - `fields`: field-by-field body checks that report every problem at once;
 //! - `views`: what clients see of records (no lease token, ever);
-//! - `routes`: the handlers, grouped into the open probes and the `/v1` API (the router an
-//!   authentication layer will wrap).
+//! - `routes`: the handlers, each registered together with its documentation, grouped into
+//!   the open routes (probes, the OpenAPI document) and the `/v1` API (the group an
+//!   authentication layer will wrap);
+//! - `openapi`: the document's frame and the parts operations share.
 //!
 //! Invariants:
 //! - every error response is a problem document with a `code`, including unknown routes
@@ -35,10 +38,12 @@ use sluice_store::engine::Engine;
 pub mod error;
 mod extract;
 mod fields;
+mod openapi;
 mod routes;
 mod views;
 
 pub use error::ApiError;
+pub use openapi::DOCUMENT_PATH;
 
 /// Largest request body accepted, in bytes (1 MiB).
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -63,16 +68,22 @@ impl AppState {
     }
 }
 
-/// The whole API: probes, `/v1` routes, problem fallbacks, the body limit and request
-/// logging.
+/// The whole API: probes, the OpenAPI document, `/v1` routes, problem fallbacks, the body
+/// limit and request logging.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .merge(routes::health())
-        .merge(routes::v1())
+    let (routes, _) = routes::all().split_for_parts();
+    routes
+        .method_not_allowed_fallback(routes::method_not_allowed)
         .fallback(routes::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(log_request))
         .with_state(state)
+}
+
+/// The OpenAPI 3.1 document of [`router`]: every route it serves, generated from the same
+/// registrations (served at [`DOCUMENT_PATH`]).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes::all().into_openapi()
 }
 
 /// Serves [`router`] on `listener` until `shutdown` resolves, then stops accepting and

@@ -1,4 +1,4 @@
-//! How records are shown to clients (the response DTOs).
+//! How records are shown to clients (the response DTOs), and how they are documented.
 //!
 //! - A **job** is its stored record, except that the lease shows only `{worker, deadline}`:
 //!   the fencing token is a capability of the holder and is never served.
@@ -7,10 +7,24 @@
 //!   `running`), and without the pipeline snapshot unless asked for
 //!   (`?include=pipeline`); `pipeline_id` and `pipeline_version` always say which version
 //!   it runs.
+//! - Everything else is a typed view defined here (`Serialize` + `ToSchema`), so what is
+//!   served and what the OpenAPI document says come from one definition.
+//!
+//! Jobs and executions are served as their stored records with one change each, so their
+//! schemas are the records' own (derived in `sluice-core`, feature `openapi`) with the same
+//! change applied: [`JobView`] and [`ExecutionView`]. The OpenAPI tests check served
+//! responses against these schemas.
 
-use serde_json::{Value, json};
-use sluice_core::{Execution, Job};
+use std::borrow::Cow;
+
+use serde::Serialize;
+use serde_json::Value;
+use sluice_core::job::Lease;
+use sluice_core::{Execution, Job, Millis, Pipeline};
 use sluice_store::{Store, StoreError, StoredPipeline};
+use utoipa::openapi::schema::{Object, Schema};
+use utoipa::openapi::{Ref, RefOr};
+use utoipa::{PartialSchema, ToSchema};
 
 use crate::error::ApiError;
 
@@ -20,18 +34,34 @@ fn to_value(value: &impl serde::Serialize) -> Result<Value, ApiError> {
         .map_err(|e| ApiError::Internal(format!("cannot serialize a view: {e}")))
 }
 
+// Built from an allow-list so that a field added to the stored lease later is not served
+// by accident.
+/// Who holds a job, until when.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Lease)]
+pub(crate) struct LeaseView {
+    /// The worker that holds the lease.
+    worker: String,
+    /// When the lease expires unless extended by a heartbeat (ms since the Unix epoch).
+    deadline: Millis,
+}
+
+impl From<&Lease> for LeaseView {
+    fn from(lease: &Lease) -> Self {
+        Self {
+            worker: lease.worker.clone(),
+            deadline: lease.deadline,
+        }
+    }
+}
+
 /// The client view of a job: everything but the lease token.
 pub(crate) fn job(job: &Job) -> Result<Value, ApiError> {
     let mut view = to_value(job)?;
     if let Some(map) = view.as_object_mut() {
         map.remove("lease");
         if let Some(lease) = &job.lease {
-            // Built from an allow-list so a field added to `Lease` later is not served by
-            // accident.
-            map.insert(
-                "lease".into(),
-                json!({ "worker": lease.worker, "deadline": lease.deadline }),
-            );
+            map.insert("lease".into(), to_value(&LeaseView::from(lease))?);
         }
     }
     Ok(view)
@@ -60,38 +90,189 @@ pub(crate) async fn execution(
     Ok(view)
 }
 
-/// One line of the pipeline list.
-pub(crate) fn pipeline_summary(stored: &StoredPipeline) -> Value {
-    let p = &stored.pipeline;
-    let mut item = json!({
-        "id": p.id,
-        "name": p.name,
-        "version": stored.version,
-        "steps": p.steps.len(),
-        "created_at": stored.created_at,
-        "updated_at": stored.updated_at,
-    });
-    if let (Some(map), Some(description)) = (item.as_object_mut(), &p.description) {
-        map.insert("description".into(), json!(description));
+/// The object schema inside `schema`; the records patched here are structs, whose derived
+/// schemas are inline objects.
+fn object_mut(schema: &mut RefOr<Schema>) -> Option<&mut Object> {
+    match schema {
+        RefOr::T(Schema::Object(object)) => Some(object),
+        _ => None,
     }
-    item
 }
 
-/// A pipeline with its version and timestamps.
-pub(crate) fn pipeline(stored: &StoredPipeline) -> Result<Value, ApiError> {
-    Ok(json!({
-        "id": stored.pipeline.id,
-        "version": stored.version,
-        "created_at": stored.created_at,
-        "updated_at": stored.updated_at,
-        "pipeline": to_value(&stored.pipeline)?,
-    }))
+/// The schema of [`job`]: a job record whose `lease` is a [`LeaseView`].
+pub(crate) struct JobView;
+
+impl PartialSchema for JobView {
+    fn schema() -> RefOr<Schema> {
+        let mut schema = Job::schema();
+        if let Some(object) = object_mut(&mut schema) {
+            // The record's own `lease` is left out of its schema (`schema(ignore)`).
+            let mut lease = Ref::from_schema_name(LeaseView::name());
+            lease.description =
+                "Present while a worker holds the job; it never carries the token.".into();
+            object.properties.insert("lease".into(), lease.into());
+        }
+        schema
+    }
 }
+
+impl ToSchema for JobView {
+    fn name() -> Cow<'static, str> {
+        Job::name()
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        Job::schemas(schemas);
+        schemas.push((LeaseView::name().into_owned(), LeaseView::schema()));
+        LeaseView::schemas(schemas);
+    }
+}
+
+/// The schema of [`execution`]: an execution record whose pipeline snapshot is optional
+/// (sent only with `?include=pipeline`).
+pub(crate) struct ExecutionView;
+
+impl PartialSchema for ExecutionView {
+    fn schema() -> RefOr<Schema> {
+        let mut schema = Execution::schema();
+        if let Some(object) = object_mut(&mut schema) {
+            object.required.retain(|name| name != "pipeline");
+        }
+        schema
+    }
+}
+
+impl ToSchema for ExecutionView {
+    fn name() -> Cow<'static, str> {
+        Execution::name()
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        Execution::schemas(schemas);
+    }
+}
+
+/// One line of the pipeline list.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PipelineSummary {
+    /// The pipeline id.
+    id: String,
+    /// Its human name.
+    name: String,
+    /// Its free text, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false)]
+    description: Option<String>,
+    /// The current version (1 for the first).
+    version: u32,
+    /// How many steps the current version has.
+    steps: usize,
+    /// When it was first applied (ms since the Unix epoch).
+    created_at: Millis,
+    /// When the current version was applied (ms since the Unix epoch).
+    updated_at: Millis,
+}
+
+impl From<&StoredPipeline> for PipelineSummary {
+    fn from(stored: &StoredPipeline) -> Self {
+        let p = &stored.pipeline;
+        Self {
+            id: p.id.clone(),
+            name: p.name.clone(),
+            description: p.description.clone(),
+            version: stored.version,
+            steps: p.steps.len(),
+            created_at: stored.created_at,
+            updated_at: stored.updated_at,
+        }
+    }
+}
+
+/// Every pipeline, sorted by id.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PipelineList {
+    /// One line per pipeline.
+    pub(crate) items: Vec<PipelineSummary>,
+}
+
+/// A pipeline's current version, with its timestamps.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = StoredPipeline)]
+pub(crate) struct PipelineView {
+    /// The pipeline id.
+    id: String,
+    /// The current version (1 for the first).
+    version: u32,
+    /// When it was first applied (ms since the Unix epoch).
+    created_at: Millis,
+    /// When the current version was applied (ms since the Unix epoch).
+    updated_at: Millis,
+    /// The definition, in canonical form (durations in milliseconds).
+    pipeline: Pipeline,
+}
+
+impl From<StoredPipeline> for PipelineView {
+    fn from(stored: StoredPipeline) -> Self {
+        Self {
+            id: stored.pipeline.id.clone(),
+            version: stored.version,
+            created_at: stored.created_at,
+            updated_at: stored.updated_at,
+            pipeline: stored.pipeline,
+        }
+    }
+}
+
+/// The answer to applying a pipeline.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PipelineApplied {
+    /// The pipeline id.
+    pub(crate) id: String,
+    /// The current version: new when `changed`, else the one already stored.
+    pub(crate) version: u32,
+    /// Whether this apply stored a new version.
+    pub(crate) changed: bool,
+    /// The definition, in canonical form (durations in milliseconds).
+    pub(crate) pipeline: Pipeline,
+}
+
+/// The answer to enqueueing a job.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct JobEnqueued {
+    /// The job: the new one, or the pending one that holds the `dedupe_key`.
+    #[schema(value_type = JobView)]
+    pub(crate) job: Value,
+    /// Whether a pending job of the queue already held the `dedupe_key`.
+    pub(crate) deduplicated: bool,
+}
+
+/// The answer to cancelling a job.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct JobCancelled {
+    /// Always `true`.
+    pub(crate) success: bool,
+    /// The cancelled job.
+    #[schema(value_type = JobView)]
+    pub(crate) job: Value,
+}
+
+/// The answer of a probe that passed.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Status {
+    /// Always `ok`.
+    #[schema(example = "ok")]
+    pub(crate) status: &'static str,
+}
+
+/// The passing probe answer.
+pub(crate) const OK: Status = Status { status: "ok" };
 
 #[cfg(test)]
 mod tests {
     use sluice_core::job::Lease;
     use sluice_core::{JobStatus, RetryPolicy};
+
+    use serde_json::json;
 
     use super::*;
 
@@ -127,5 +308,30 @@ mod tests {
         assert_eq!(view["lease"], json!({"worker": "w1", "deadline": 42}));
         assert!(!view.to_string().contains("secret"));
         assert_eq!(view["status"], "running");
+    }
+
+    #[test]
+    fn the_job_schema_shows_the_lease_without_its_token() {
+        let schema = serde_json::to_value(JobView::schema()).unwrap();
+        assert_eq!(
+            schema["properties"]["lease"]["$ref"],
+            "#/components/schemas/Lease"
+        );
+        let lease = serde_json::to_value(LeaseView::schema()).unwrap();
+        assert_eq!(lease["required"], json!(["worker", "deadline"]));
+        let document = serde_json::to_string(&crate::openapi()).unwrap();
+        assert!(
+            !document.contains("token\""),
+            "no schema names a token field"
+        );
+    }
+
+    #[test]
+    fn the_execution_schema_makes_the_pipeline_snapshot_optional() {
+        let schema = serde_json::to_value(ExecutionView::schema()).unwrap();
+        let required = schema["required"].as_array().unwrap();
+        assert!(required.contains(&json!("steps")));
+        assert!(!required.contains(&json!("pipeline")));
+        assert!(schema["properties"]["pipeline"].is_object());
     }
 }

@@ -5,112 +5,18 @@
 //! Every error response any test sees is checked to be `application/problem+json` with a
 //! `code`, a `type` derived from it and the HTTP status.
 
-use std::sync::Arc;
-
-use axum::Router;
 use axum::body::Body;
-use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use axum::http::{Method, Request, StatusCode, header};
 use serde_json::{Value, json};
-use sluice_api::{AppState, BODY_LIMIT, router};
+use sluice_api::{AppState, BODY_LIMIT};
 use sluice_core::ids;
-use sluice_store::engine::Engine;
-use sluice_store::{JobStart, Store, StoreConfig};
-use sluice_testkit::RedisServer;
-use tower::ServiceExt;
+use sluice_store::StoreConfig;
 
-/// A router over a private Redis.
-struct Api {
-    redis: RedisServer,
-    engine: Engine,
-    app: Router,
-}
+mod common;
 
-/// A response: status, headers and the JSON body (`null` when empty).
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Value,
-}
-
-async fn api() -> Api {
-    api_with(StoreConfig::default()).await
-}
-
-/// A router over a private Redis, with store settings (the URL is filled in).
-async fn api_with(config: StoreConfig) -> Api {
-    let redis = RedisServer::start();
-    let store = Store::connect(StoreConfig {
-        url: redis.url(),
-        ..config
-    })
-    .await
-    .unwrap();
-    let engine = Engine::new(store, Arc::new(sluice_core::SystemClock));
-    let app = router(AppState::new(engine.clone()));
-    Api { redis, engine, app }
-}
-
-/// Checks the shape every error response must have.
-fn assert_problem(reply: &Reply) {
-    assert_eq!(
-        reply
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok()),
-        Some("application/problem+json"),
-        "error responses are problems: {} {}",
-        reply.status,
-        reply.body
-    );
-    let code = reply.body["code"].as_str().expect("a problem has a code");
-    assert_eq!(
-        reply.body["type"],
-        format!(
-            "https://sluice.dev/problems/{}",
-            code.to_lowercase().replace('_', "-")
-        )
-    );
-    assert_eq!(reply.body["status"], reply.status.as_u16());
-    assert!(reply.body["title"].is_string());
-    assert!(reply.body["detail"].is_string());
-}
+use common::{Api, Reply, api, api_with};
 
 impl Api {
-    async fn send(&self, request: Request<Body>) -> Reply {
-        let response = self.app.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes)
-                .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
-        };
-        let reply = Reply {
-            status,
-            headers,
-            body,
-        };
-        if status.is_client_error() || status.is_server_error() {
-            assert_problem(&reply);
-        }
-        reply
-    }
-
-    async fn call(&self, method: Method, uri: &str, body: Option<Value>) -> Reply {
-        let builder = Request::builder().method(method).uri(uri);
-        let request = match body {
-            Some(body) => builder
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from(body.to_string())),
-            None => builder.body(Body::empty()),
-        };
-        self.send(request.unwrap()).await
-    }
-
     async fn get(&self, uri: &str) -> Reply {
         self.call(Method::GET, uri, None).await
     }
@@ -132,25 +38,6 @@ impl Api {
     /// Starts an execution of `pipeline` and returns the reply.
     async fn start(&self, body: Value) -> Reply {
         self.post("/v1/executions", body).await
-    }
-
-    /// Leases and starts job `id` of queue `default` as worker `w`.
-    async fn run_job(&self, id: &str) {
-        let store = self.engine.store();
-        let now = self.engine.now();
-        let deadline = now + 60_000;
-        let shard = ids::shard_of(id, ids::JOB).unwrap();
-        let leased = store
-            .lease(shard, "default", "w", 1, deadline, now, 10)
-            .await
-            .unwrap();
-        assert_eq!(leased.jobs.len(), 1);
-        assert_eq!(leased.jobs[0].id, id);
-        let token = leased.jobs[0].lease.as_ref().unwrap().token.clone();
-        assert_eq!(
-            store.start(&leased.jobs[0], &token, deadline, now).await.unwrap(),
-            JobStart::Started { attempt: 1 }
-        );
     }
 
     /// `(type, data)` of every event of shard 0.

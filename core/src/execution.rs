@@ -28,6 +28,7 @@ use crate::{IllegalTransition, Millis};
 pub const MAX_FAILURE_HISTORY: usize = 20;
 
 /// Status of an execution.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ExecutionStatus {
@@ -151,6 +152,7 @@ pub fn transition(
 }
 
 /// Status of one step within an execution.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StepStatus {
@@ -192,6 +194,7 @@ impl StepStatus {
 }
 
 /// Why an execution failed.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureKind {
@@ -210,6 +213,7 @@ pub enum FailureKind {
 }
 
 /// The failure record of an execution.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
     /// Category.
@@ -235,6 +239,7 @@ pub struct Failure {
 }
 
 /// The runtime state of one step.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepRun {
     /// Step name (from the snapshot).
@@ -264,6 +269,7 @@ pub struct StepRun {
 }
 
 /// One run of a pipeline.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Execution {
     /// `ex_<shard>_<ULID>`.
@@ -328,6 +334,7 @@ pub const MAX_AUDIT: usize = 100;
 pub const MAX_OUTPUT_HISTORY: usize = 50;
 
 /// One operator action, as shown on the execution.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEntry {
     /// `cancel`, `retry`, `restart`, `pause`, `resume`, `job.cancel`, …
@@ -344,6 +351,7 @@ pub struct AuditEntry {
 }
 
 /// The output of a step that a restart reset.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutputRecord {
     /// Step name.

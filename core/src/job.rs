@@ -29,6 +29,7 @@ pub mod kinds {
 }
 
 /// Status of a job.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
@@ -149,6 +150,7 @@ pub struct Lease {
 }
 
 /// A failure of one attempt.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct JobError {
     /// What happened, one line.
@@ -187,6 +189,7 @@ pub enum Outcome {
 }
 
 /// A job record.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
     /// `job_<shard>_<ULID>`.
@@ -214,7 +217,11 @@ pub struct Job {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dedupe_key: Option<String>,
     /// Present while a worker holds the job.
+    ///
+    /// Left out of the documented schema: the token is a capability of the holder, so the
+    /// HTTP API serves (and documents) the lease without it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
     pub lease: Option<Lease>,
     /// Output of the successful attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]

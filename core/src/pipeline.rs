@@ -21,6 +21,9 @@ use crate::retry::RetryPolicy;
 pub const DEFAULT_QUEUE: &str = "default";
 
 /// One problem found in a pipeline document.
+///
+/// Documented as `FieldProblem`: `Problem` names the HTTP API's error document.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = FieldProblem))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Problem {
     /// Path of the field, e.g. `steps[1].retry.initial`; empty for the whole document.
@@ -47,6 +50,7 @@ impl std::fmt::Display for Problem {
 }
 
 /// A validated pipeline.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Pipeline {
     /// Stable identifier: lowercase letters, digits, `-`, `_`, `.`; 1 to 64 characters,
@@ -62,6 +66,7 @@ pub struct Pipeline {
 }
 
 /// One step of a pipeline.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepDef {
     /// Unique within the pipeline: letters, digits, `-`, `_`; 1 to 64 characters.
@@ -86,6 +91,7 @@ pub struct StepDef {
 ///
 /// The file form names the kind with `kind = "…"`; every other key of the step belongs
 /// either to the common options above or to the kind.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum StepKind {

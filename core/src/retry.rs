@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 
 /// How the delay grows between attempts.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Backoff {
@@ -27,6 +28,7 @@ pub enum Backoff {
 }
 
 /// A retry policy: how many attempts, and how long to wait between them.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetryPolicy {
     /// Attempts in total, including the first (at least 1).

@@ -9,17 +9,22 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use sluice_core::execution::StartRequest;
 use sluice_core::{Problem, ids};
 use sluice_store::StartOutcome;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
-use crate::error::{ApiError, quote};
+use crate::error::{
+    ApiError, BadRequest, ExecutionNotFound, PipelineNotFound, TargetBusy, ValidationFailed, quote,
+};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::fields::{Fields, kind_of};
-use crate::views;
+use crate::views::{self, ExecutionView};
 
 /// Fields of a start body.
 const START_FIELDS: &[&str] = &["pipeline", "input", "target", "idempotency_key"];
@@ -27,6 +32,32 @@ const START_FIELDS: &[&str] = &["pipeline", "input", "target", "idempotency_key"
 const PIPELINE_ID_CHARS: usize = 200;
 /// Bounds of `target` and `idempotency_key`, in characters.
 const KEY_CHARS: std::ops::RangeInclusive<usize> = 1..=200;
+
+// Documentation only: `parse_start` reads the body field by field; a test checks that these
+// fields are `START_FIELDS`.
+/// The body of `POST /v1/executions`. `null` reads as an absent field.
+#[derive(ToSchema)]
+#[schema(as = StartExecution, example = json!({
+    "pipeline": "release", "input": {"sha": "4f2a9c1"}, "target": "repo:acme/web",
+    "idempotency_key": "deploy-4f2a9c1"
+}))]
+#[expect(
+    dead_code,
+    reason = "documentation only: the handler checks a JSON value"
+)]
+pub(crate) struct StartExecutionRequest {
+    /// The id of the pipeline to run; its current version is snapshotted.
+    #[schema(min_length = 1, max_length = 200)]
+    pipeline: String,
+    /// The input the steps' placeholders read (`{{ input.… }}`); default `{}`.
+    input: Option<BTreeMap<String, Value>>,
+    /// At most one live execution per target; a start on a busy target is refused (409).
+    #[schema(min_length = 1, max_length = 200)]
+    target: Option<String>,
+    /// Starts with the same key return the execution the first one made.
+    #[schema(min_length = 1, max_length = 200)]
+    idempotency_key: Option<String>,
+}
 
 /// A checked start body.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,11 +100,24 @@ fn parse_start(body: &Value) -> Result<StartBody, Vec<Problem>> {
     }
 }
 
-/// `POST /v1/executions` `{pipeline, input?, target?, idempotency_key?}`: 201 with the new
-/// execution, or 200 with the one an earlier start with the same idempotency key made.
+/// Start an execution.
 ///
-/// # Errors
-/// 422 `VALIDATION_FAILED`, 404 `PIPELINE_NOT_FOUND`, 409 `TARGET_BUSY`; store failures.
+/// Snapshots the pipeline's current version and, in one atomic write, claims the target,
+/// records the idempotency key and queues the first step's job. Answers 201 with the new
+/// execution, or 200 with the one an earlier start with the same idempotency key made.
+#[utoipa::path(
+    post, path = "/v1/executions", tag = "executions",
+    operation_id = "controlPlane.execution.start", request_body = StartExecutionRequest,
+    responses(
+        (status = CREATED, description = "A new execution.", body = ExecutionView,
+            headers(("Location" = String, description = "`/v1/executions/{id}`"))),
+        (status = OK, body = ExecutionView,
+            description = "The execution an earlier start with the same `idempotency_key` made."),
+        (status = NOT_FOUND, response = inline(PipelineNotFound)),
+        (status = CONFLICT, response = inline(TargetBusy)),
+        (status = UNPROCESSABLE_ENTITY, response = inline(ValidationFailed)),
+    ),
+)]
 pub async fn start(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<Value>,
@@ -120,10 +164,13 @@ pub async fn start(
 }
 
 /// Query of `GET /v1/executions/{id}`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ViewQuery {
-    /// Comma-separated extras; `pipeline` adds the pipeline snapshot.
+    /// Comma-separated extras; `pipeline` adds the pipeline snapshot. Anything else is
+    /// refused (400 `BAD_REQUEST`).
     #[serde(default)]
+    #[param(example = "pipeline")]
     pub include: Option<String>,
 }
 
@@ -149,12 +196,23 @@ fn includes_pipeline(include: Option<&str>) -> Result<bool, ApiError> {
     Ok(pipeline)
 }
 
-/// `GET /v1/executions/{id}[?include=pipeline]`: the execution, with its current step's
-/// job state folded in.
+/// Get an execution.
 ///
-/// # Errors
-/// 404 `EXECUTION_NOT_FOUND` (also for a malformed id); 400 for an unknown `include`;
-/// store failures.
+/// The execution with its current step's job state folded in (a leased job shows its step
+/// as `running`); the pipeline snapshot only with `?include=pipeline`.
+#[utoipa::path(
+    get, path = "/v1/executions/{id}", tag = "executions",
+    operation_id = "controlPlane.execution.get",
+    params(
+        ("id" = String, Path, description = "The execution id (`ex_<shard>_<ULID>`)."),
+        ViewQuery,
+    ),
+    responses(
+        (status = OK, description = "The execution.", body = ExecutionView),
+        (status = BAD_REQUEST, response = inline(BadRequest)),
+        (status = NOT_FOUND, response = inline(ExecutionNotFound)),
+    ),
+)]
 pub async fn get(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -175,9 +233,12 @@ pub async fn get(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use serde_json::json;
 
     use super::*;
+    use crate::openapi::property_names;
 
     #[test]
     fn a_minimal_start_body_defaults_input_to_an_empty_object() {
@@ -197,6 +258,12 @@ mod tests {
             fields,
             ["colour", "pipeline", "input", "target", "idempotency_key"]
         );
+    }
+
+    #[test]
+    fn the_documented_start_fields_are_the_ones_the_handler_accepts() {
+        let accepted: BTreeSet<String> = START_FIELDS.iter().map(|f| f.to_string()).collect();
+        assert_eq!(property_names::<StartExecutionRequest>(), accepted);
     }
 
     #[test]

@@ -8,26 +8,40 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
-use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, NotReady};
+use crate::views::{OK, Status};
 
 /// The longest a readiness check waits for Redis.
 const READY_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// `GET /healthz`: 200 `{"status": "ok"}`.
-pub async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+/// Liveness.
+///
+/// Says the process serves HTTP; it touches nothing else.
+#[utoipa::path(
+    get, path = "/healthz", tag = "probes", operation_id = "health.live",
+    responses(
+        (status = OK, description = "The process serves HTTP.", body = Status),
+    ),
+)]
+pub async fn healthz() -> Json<Status> {
+    Json(OK)
 }
 
-/// `GET /readyz`: 200 `{"status": "ok"}` when the store is ready, else 503 `NOT_READY`.
+/// Readiness.
 ///
-/// # Errors
-/// [`ApiError::NotReady`].
-pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// Says requests can be served: Redis answers and every script is loaded.
+#[utoipa::path(
+    get, path = "/readyz", tag = "probes", operation_id = "health.ready",
+    responses(
+        (status = OK, description = "Ready to serve.", body = Status),
+        (status = SERVICE_UNAVAILABLE, response = inline(NotReady)),
+    ),
+)]
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Status>, ApiError> {
     match tokio::time::timeout(READY_TIMEOUT, state.engine.store().ready()).await {
-        Ok(Ok(())) => Ok(Json(json!({ "status": "ok" }))),
+        Ok(Ok(())) => Ok(Json(OK)),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness check failed");
             Err(ApiError::NotReady(

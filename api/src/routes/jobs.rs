@@ -6,23 +6,25 @@
 //! Cancelling is only for pending jobs; it is one atomic store write that also fails the
 //! job's execution (kind `cancelled`) when the job runs a step.
 
+use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sluice_core::job::{MAX_PRIORITY, NewJob, kinds};
 use sluice_core::{Millis, Problem, RetryPolicy, ids};
 use sluice_store::engine::Cancelled;
 use sluice_store::{EnqueueOutcome, StoreError};
+use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::error::{ApiError, quote};
+use crate::error::{ApiError, JobNotFound, JobNotPending, ValidationFailed, quote};
 use crate::extract::{ApiJson, ApiPath};
 use crate::fields::{Fields, kind_of, path};
-use crate::views;
+use crate::views::{self, JobCancelled, JobEnqueued, JobView};
 
 /// Fields of an enqueue body.
 const ENQUEUE_FIELDS: &[&str] = &[
@@ -43,6 +45,66 @@ const ATTEMPTS: RangeInclusive<i64> = 1..=100;
 const DEDUPE_KEY_CHARS: RangeInclusive<usize> = 1..=200;
 /// Environment variables sluice sets itself; a payload may not set them.
 const RESERVED_ENV_PREFIX: &str = "SLUICE_";
+
+// Documentation only: `parse_enqueue` reads the body field by field; a test checks that
+// these fields are `ENQUEUE_FIELDS`.
+/// The body of `POST /v1/jobs`. `null` reads as an absent field.
+#[derive(ToSchema)]
+#[schema(as = EnqueueJob, example = json!({
+    "queue": "reports", "kind": "command", "payload": {"run": ["./nightly-report"]},
+    "delay": "5m", "priority": 10, "max_attempts": 5, "dedupe_key": "nightly", "timeout": "30m"
+}))]
+#[expect(
+    dead_code,
+    reason = "documentation only: the handler checks a JSON value"
+)]
+pub(crate) struct EnqueueJobRequest {
+    /// Queue name: letters, digits, `.`, `_`, `-`; 1 to 64 characters. Default `default`.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
+    queue: Option<String>,
+    /// Job kind: a lowercase letter, then up to 63 lowercase letters, digits, `_`, `.` or
+    /// `-`. Built in: `command`, `noop`.
+    #[schema(pattern = "^[a-z][a-z0-9_.-]{0,63}$")]
+    kind: String,
+    /// Kind-specific input, any JSON value; for kind `command` it is required and is a
+    /// `CommandPayload`.
+    payload: Option<Value>,
+    /// Run no earlier than this long from now, as a duration such as `30s` or `5m`.
+    #[schema(example = "5m")]
+    delay: Option<String>,
+    /// Higher runs first; -1000 to 1000, default 0.
+    #[schema(minimum = -1000, maximum = 1000)]
+    priority: Option<i32>,
+    /// Attempts in total, including the first; 1 to 100, default 3.
+    #[schema(minimum = 1, maximum = 100)]
+    max_attempts: Option<u32>,
+    /// While a pending job of the queue holds this key, enqueueing another with it returns
+    /// that job instead (200, `deduplicated: true`).
+    #[schema(min_length = 1, max_length = 200)]
+    dedupe_key: Option<String>,
+    /// Time limit of one attempt, as a duration such as `30s` or `5m` (longer than zero).
+    #[schema(example = "30m")]
+    timeout: Option<String>,
+}
+
+// Documentation only: `check_command_payload` reads it; a test checks that these fields are
+// `COMMAND_FIELDS`.
+/// The payload of a `command` job (`POST /v1/jobs` with kind `command`). `null` reads as
+/// an absent field.
+#[derive(ToSchema)]
+#[expect(
+    dead_code,
+    reason = "documentation only: the handler checks a JSON value"
+)]
+pub(crate) struct CommandPayload {
+    /// The program and its arguments (at least the program); no NUL characters.
+    #[schema(min_items = 1)]
+    run: Vec<String>,
+    /// Extra environment variables; names starting with `SLUICE_` are reserved.
+    env: Option<BTreeMap<String, String>>,
+    /// The working directory.
+    cwd: Option<String>,
+}
 
 /// `^[A-Za-z0-9._-]{1,64}$`.
 fn is_queue_name(name: &str) -> bool {
@@ -241,12 +303,21 @@ fn parse_enqueue(body: &Value, shards: u32, now: Millis) -> Result<NewJob, Vec<P
     })
 }
 
-/// `POST /v1/jobs`: 201 `{job, deduplicated: false}` for a new job, 200
-/// `{job, deduplicated: true}` when a pending job of the queue already holds the
-/// `dedupe_key`.
+/// Enqueue a job.
 ///
-/// # Errors
-/// 422 `VALIDATION_FAILED` listing every problem; store failures.
+/// Answers 201 `{job, deduplicated: false}` for a new job, 200 `{job, deduplicated: true}`
+/// when a pending job of the queue already holds the `dedupe_key`.
+#[utoipa::path(
+    post, path = "/v1/jobs", tag = "jobs", operation_id = "jobs.enqueue",
+    request_body = EnqueueJobRequest,
+    responses(
+        (status = CREATED, description = "A new job.", body = JobEnqueued,
+            headers(("Location" = String, description = "`/v1/jobs/{id}`"))),
+        (status = OK, description = "The pending job that already holds the `dedupe_key`.",
+            body = JobEnqueued),
+        (status = UNPROCESSABLE_ENTITY, response = inline(ValidationFailed)),
+    ),
+)]
 pub async fn enqueue(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<Value>,
@@ -272,7 +343,10 @@ pub async fn enqueue(
         EnqueueOutcome::Created(id) => {
             tracing::info!(job.id = %id, queue = %job.queue, job.kind = %job.kind, "job enqueued");
             let location = format!("/v1/jobs/{id}");
-            let body = json!({ "job": view, "deduplicated": false });
+            let body = JobEnqueued {
+                job: view,
+                deduplicated: false,
+            };
             Ok((
                 StatusCode::CREATED,
                 [(header::LOCATION, location)],
@@ -280,16 +354,26 @@ pub async fn enqueue(
             )
                 .into_response())
         }
-        EnqueueOutcome::Existing(_) => {
-            Ok(Json(json!({ "job": view, "deduplicated": true })).into_response())
-        }
+        EnqueueOutcome::Existing(_) => Ok(Json(JobEnqueued {
+            job: view,
+            deduplicated: true,
+        })
+        .into_response()),
     }
 }
 
-/// `GET /v1/jobs/{id}`: the job (its lease without the token).
+/// Get a job.
 ///
-/// # Errors
-/// 404 `JOB_NOT_FOUND` (also for a malformed id); store failures.
+/// The job record; its lease (while a worker holds it) shows who holds it and until when,
+/// never the token.
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}", tag = "jobs", operation_id = "jobs.get",
+    params(("id" = String, Path, description = "The job id (`job_<shard>_<ULID>`).")),
+    responses(
+        (status = OK, description = "The job.", body = JobView),
+        (status = NOT_FOUND, response = inline(JobNotFound)),
+    ),
+)]
 pub async fn get(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -305,15 +389,24 @@ pub async fn get(
     }
 }
 
-/// `POST /v1/jobs/{id}/cancel`: 200 `{success: true, job}`; the job is out of its queue and
-/// no worker can start it any more.
+/// Cancel a pending job.
 ///
-/// # Errors
-/// 404 `JOB_NOT_FOUND` (also for a malformed id), 409 `JOB_NOT_PENDING`; store failures.
+/// Atomically removes the job from its queue, so no worker can start it any more, and
+/// emits `job.cancelled`; a step job's execution then fails with kind `cancelled`. Takes no
+/// body.
+#[utoipa::path(
+    post, path = "/v1/jobs/{id}/cancel", tag = "jobs", operation_id = "jobs.cancel",
+    params(("id" = String, Path, description = "The job id (`job_<shard>_<ULID>`).")),
+    responses(
+        (status = OK, description = "The job is cancelled.", body = JobCancelled),
+        (status = NOT_FOUND, response = inline(JobNotFound)),
+        (status = CONFLICT, response = inline(JobNotPending)),
+    ),
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<JobCancelled>, ApiError> {
     let not_found = || ApiError::JobNotFound { id: quote(&id) };
     if ids::parse(&id, ids::JOB).is_err() {
         return Err(not_found());
@@ -321,7 +414,10 @@ pub async fn cancel(
     match state.engine.cancel_job(&id).await {
         Ok(Cancelled::Cancelled(job)) => {
             tracing::info!(job.id = %job.id, execution.id = ?job.execution_id, queue = %job.queue, "job cancelled");
-            Ok(Json(json!({ "success": true, "job": views::job(&job)? })))
+            Ok(Json(JobCancelled {
+                success: true,
+                job: views::job(&job)?,
+            }))
         }
         Ok(Cancelled::NotFound) | Err(StoreError::BadId(_)) => Err(not_found()),
         Ok(Cancelled::NotPending(status)) => Err(ApiError::JobNotPending { id, status }),
@@ -331,7 +427,12 @@ pub async fn cancel(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
+    use serde_json::json;
+
     use super::*;
+    use crate::openapi::property_names;
 
     fn fields(problems: &[Problem]) -> Vec<&str> {
         problems.iter().map(|p| p.field.as_str()).collect()
@@ -426,6 +527,15 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn the_documented_enqueue_fields_are_the_ones_the_handler_accepts() {
+        let names = |fields: &[&str]| -> BTreeSet<String> {
+            fields.iter().map(|f| f.to_string()).collect()
+        };
+        assert_eq!(property_names::<EnqueueJobRequest>(), names(ENQUEUE_FIELDS));
+        assert_eq!(property_names::<CommandPayload>(), names(COMMAND_FIELDS));
     }
 
     #[test]

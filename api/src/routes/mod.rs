@@ -1,47 +1,82 @@
-//! The routes, grouped the way access control will group them.
+//! The routes and their documentation, registered together.
 //!
-//! - [`health()`]: `/healthz` and `/readyz`, always open (probes carry no token);
-//! - [`v1()`]: the `/v1` control API. Authentication (a later change) is one
-//!   `.route_layer(...)` on this router, so it covers every `/v1` route and nothing else.
+//! Each handler carries a `#[utoipa::path(...)]` attribute (method, path, parameters,
+//! request body, responses) and is registered with `routes!(handler)` in one of the groups
+//! below. That one call adds the route to the axum router and the operation to the OpenAPI
+//! document, so the two cannot drift; `api/tests/openapi.rs` also probes every documented
+//! operation on the real router.
 //!
-//! Each router answers a known path with an unsupported method with a 405 problem (axum
-//! adds the `Allow` header); paths that match nothing get the 404 problem of
-//! [`not_found`], installed by [`crate::router`].
+//! The groups are the way access control groups the routes:
+//! - [`open()`]: `/healthz`, `/readyz` and the OpenAPI document, always open (probes and
+//!   clients discovering the API carry no token);
+//! - [`v1()`]: the `/v1` control API. [`all`] marks its operations as requiring the bearer
+//!   token; authentication (a later change) is one `.route_layer(...)` on this group in the
+//!   same place, so both cover every `/v1` route and nothing else.
+//!
+//! # Adding a route
+//!
+//! 1. Write the handler in the module of its resource with `#[utoipa::path(...)]`: the
+//!    method and path (as axum writes it, `{id}`), `tag`, `operation_id` (the operation key
+//!    of the specification, e.g. `controlPlane.execution.cancel`), `params(...)`,
+//!    `request_body = ...`, and `responses(...)` with each success body and each problem the
+//!    handler itself returns, as `(status = NOT_FOUND, response = inline(JobNotFound))`
+//!    (one response type per `code`, in [`crate::error`]; a new code gets one there).
+//!    Problems shared by a whole class of operations are added by [`crate::openapi`]:
+//!    400/413/415 for JSON bodies, 400 for path parameters, and 500/503 for every `/v1`
+//!    operation. Responses are typed views
+//!    (`ToSchema`, in `views`); a body the handler checks field by field gets a
+//!    documentation-only `ToSchema` struct beside the handler and a test that its fields
+//!    are the ones the handler accepts.
+//! 2. Register it: `.routes(routes!(module::handler))` in [`v1()`] (or [`open()`] for a
+//!    route that needs no token). Handlers of one path go in one `routes!(a, b)`.
+//!
+//! Each path answers a method it does not have with a 405 problem (axum adds the `Allow`
+//! header), and paths that match nothing get the 404 problem of [`not_found`]; both are
+//! installed by [`crate::router`].
 
-use axum::Router;
 use axum::http::{Method, Uri};
-use axum::routing::{get, post, put};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::AppState;
 use crate::error::{ApiError, quote};
+use crate::{AppState, openapi};
 
 pub mod executions;
 pub mod health;
 pub mod jobs;
 pub mod pipelines;
 
-/// The probes.
-pub fn health() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .method_not_allowed_fallback(method_not_allowed)
+/// The routes that need no token: the probes and the OpenAPI document.
+pub fn open() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(openapi::document))
 }
 
 /// The `/v1` control API.
-pub fn v1() -> Router<AppState> {
-    Router::new()
-        .route("/v1/pipelines", get(pipelines::list))
-        .route(
-            "/v1/pipelines/{id}",
-            put(pipelines::apply).get(pipelines::get),
-        )
-        .route("/v1/executions", post(executions::start))
-        .route("/v1/executions/{id}", get(executions::get))
-        .route("/v1/jobs", post(jobs::enqueue))
-        .route("/v1/jobs/{id}", get(jobs::get))
-        .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
-        .method_not_allowed_fallback(method_not_allowed)
+pub fn v1() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(pipelines::list))
+        .routes(routes!(pipelines::apply, pipelines::get))
+        .routes(routes!(executions::start))
+        .routes(routes!(executions::get))
+        .routes(routes!(jobs::enqueue))
+        .routes(routes!(jobs::get))
+        .routes(routes!(jobs::cancel))
+}
+
+/// Every route with its documentation: [`open()`] and [`v1()`], the latter marked as
+/// requiring the bearer token, in the document's frame ([`openapi::base`]).
+pub fn all() -> OpenApiRouter<AppState> {
+    let mut v1 = v1();
+    openapi::protect(v1.get_openapi_mut());
+    let mut all = OpenApiRouter::with_openapi(openapi::base())
+        .merge(open())
+        .merge(v1);
+    openapi::add_request_problems(all.get_openapi_mut());
+    openapi::name_timestamps(all.get_openapi_mut());
+    all
 }
 
 /// The answer to a path no route matches.

@@ -1,0 +1,134 @@
+//! What the API tests share: a router over a private Redis (testkit), driven with
+//! `tower::ServiceExt::oneshot` and no socket, and checks every error reply must pass.
+
+// Each test file compiles this module on its own and uses a part of it.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use serde_json::Value;
+use sluice_api::{AppState, router};
+use sluice_core::ids;
+use sluice_store::engine::Engine;
+use sluice_store::{JobStart, Store, StoreConfig};
+use sluice_testkit::RedisServer;
+use tower::ServiceExt;
+
+/// A router over a private Redis.
+pub struct Api {
+    pub redis: RedisServer,
+    pub engine: Engine,
+    pub app: Router,
+}
+
+/// A response: status, headers and the JSON body (`null` when empty).
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+pub async fn api() -> Api {
+    api_with(StoreConfig::default()).await
+}
+
+/// A router over a private Redis, with store settings (the URL is filled in).
+pub async fn api_with(config: StoreConfig) -> Api {
+    let redis = RedisServer::start();
+    let store = Store::connect(StoreConfig {
+        url: redis.url(),
+        ..config
+    })
+    .await
+    .unwrap();
+    let engine = Engine::new(store, Arc::new(sluice_core::SystemClock));
+    let app = router(AppState::new(engine.clone()));
+    Api { redis, engine, app }
+}
+
+/// Checks the shape every error response must have.
+pub fn assert_problem(reply: &Reply) {
+    assert_eq!(
+        reply
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+        Some("application/problem+json"),
+        "error responses are problems: {} {}",
+        reply.status,
+        reply.body
+    );
+    let code = reply.body["code"].as_str().expect("a problem has a code");
+    assert_eq!(
+        reply.body["type"],
+        format!(
+            "https://sluice.dev/problems/{}",
+            code.to_lowercase().replace('_', "-")
+        )
+    );
+    assert_eq!(reply.body["status"], reply.status.as_u16());
+    assert!(reply.body["title"].is_string());
+    assert!(reply.body["detail"].is_string());
+}
+
+impl Api {
+    pub async fn send(&self, request: Request<Body>) -> Reply {
+        let head = request.method() == Method::HEAD;
+        let response = self.app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
+        };
+        let reply = Reply {
+            status,
+            headers,
+            body,
+        };
+        // A HEAD answer has no body to check.
+        if !head && (status.is_client_error() || status.is_server_error()) {
+            assert_problem(&reply);
+        }
+        reply
+    }
+
+    pub async fn call(&self, method: Method, uri: &str, body: Option<Value>) -> Reply {
+        let builder = Request::builder().method(method).uri(uri);
+        let request = match body {
+            Some(body) => builder
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body.to_string())),
+            None => builder.body(Body::empty()),
+        };
+        self.send(request.unwrap()).await
+    }
+
+    /// Leases and starts job `id` of queue `default` as worker `w`.
+    pub async fn run_job(&self, id: &str) {
+        let store = self.engine.store();
+        let now = self.engine.now();
+        let deadline = now + 60_000;
+        let shard = ids::shard_of(id, ids::JOB).unwrap();
+        let leased = store
+            .lease(shard, "default", "w", 1, deadline, now, 10)
+            .await
+            .unwrap();
+        assert_eq!(leased.jobs.len(), 1);
+        assert_eq!(leased.jobs[0].id, id);
+        let token = leased.jobs[0].lease.as_ref().unwrap().token.clone();
+        assert_eq!(
+            store.start(&leased.jobs[0], &token, deadline, now).await.unwrap(),
+            JobStart::Started { attempt: 1 }
+        );
+    }
+}
