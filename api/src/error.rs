@@ -21,7 +21,8 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
-use sluice_core::{JobStatus, Problem};
+use sluice_core::control::Refusal;
+use sluice_core::{ExecutionStatus, JobStatus, Problem};
 use sluice_store::StoreError;
 use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 use utoipa::{ToResponse, ToSchema};
@@ -50,6 +51,10 @@ pub const CODES: &[&str] = &[
     "JOB_NOT_FOUND",
     "TARGET_BUSY",
     "JOB_NOT_PENDING",
+    "EXECUTION_NOT_RETRYABLE",
+    "EXECUTION_NOT_PAUSABLE",
+    "EXECUTION_NOT_PAUSED",
+    "STEP_OUT_OF_RANGE",
     "NOT_READY",
     "STORE_UNAVAILABLE",
     "INTERNAL",
@@ -109,6 +114,10 @@ pub(crate) struct ProblemDocument {
     /// `JOB_NOT_PENDING`: the job's status.
     #[schema(required = false)]
     job_status: JobStatus,
+    /// `EXECUTION_NOT_RETRYABLE`, `EXECUTION_NOT_PAUSABLE`, `EXECUTION_NOT_PAUSED`: the
+    /// execution's status.
+    #[schema(required = false)]
+    execution_status: ExecutionStatus,
     /// `PAYLOAD_TOO_LARGE`: the largest body accepted, in bytes.
     #[schema(required = false)]
     limit_bytes: u64,
@@ -156,6 +165,16 @@ problem_responses! {
     /// `JOB_NOT_PENDING`: only pending jobs can be cancelled; `job_status` says what the job
     /// is.
     JobNotPending;
+    /// `EXECUTION_NOT_RETRYABLE`: only failed or cancelled executions can be retried;
+    /// `execution_status` says what it is.
+    ExecutionNotRetryable;
+    /// `EXECUTION_NOT_PAUSABLE`: only running or blocked executions can be paused.
+    ExecutionNotPausable;
+    /// `EXECUTION_NOT_PAUSED`: only paused executions can be resumed.
+    ExecutionNotPaused;
+    /// `STEP_OUT_OF_RANGE`: the step to restart from is not in the pipeline, or a step
+    /// before it has not succeeded.
+    StepOutOfRange;
     /// `NOT_READY`: Redis is unreachable, slow, or refused a script.
     NotReady [headers(("Retry-After" = u32, description = "Seconds to wait before trying again."))];
     /// `STORE_UNAVAILABLE`: Redis is unreachable or busy; try again shortly.
@@ -257,6 +276,16 @@ pub enum ApiError {
         /// Its status.
         status: JobStatus,
     },
+    /// An operator action is not allowed in the execution's state
+    /// (`EXECUTION_NOT_RETRYABLE`, `EXECUTION_NOT_PAUSABLE`, `EXECUTION_NOT_PAUSED`: 409;
+    /// `STEP_OUT_OF_RANGE`: 422).
+    #[error("execution `{id}`: {refusal}")]
+    Refused {
+        /// The execution.
+        id: String,
+        /// Why.
+        refusal: Refusal,
+    },
     /// The store is not reachable or not ready (`NOT_READY`, 503).
     #[error("the store is not ready: {0}")]
     NotReady(String),
@@ -308,6 +337,8 @@ impl ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             ApiError::TargetBusy { .. } | ApiError::JobNotPending { .. } => StatusCode::CONFLICT,
+            ApiError::Refused { refusal: Refusal::StepOutOfRange(_), .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Refused { .. } => StatusCode::CONFLICT,
             ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(e) if store_unavailable(e) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -329,6 +360,12 @@ impl ApiError {
             ApiError::JobNotFound { .. } => "JOB_NOT_FOUND",
             ApiError::TargetBusy { .. } => "TARGET_BUSY",
             ApiError::JobNotPending { .. } => "JOB_NOT_PENDING",
+            ApiError::Refused { refusal, .. } => match refusal {
+                Refusal::NotRetryable(_) => "EXECUTION_NOT_RETRYABLE",
+                Refusal::NotPausable(_) => "EXECUTION_NOT_PAUSABLE",
+                Refusal::NotPaused(_) => "EXECUTION_NOT_PAUSED",
+                Refusal::StepOutOfRange(_) => "STEP_OUT_OF_RANGE",
+            },
             ApiError::NotReady(_) => "NOT_READY",
             ApiError::Store(e) if store_unavailable(e) => "STORE_UNAVAILABLE",
             ApiError::Store(_) | ApiError::Internal(_) => "INTERNAL",
@@ -350,6 +387,10 @@ impl ApiError {
             "JOB_NOT_FOUND" => "Job not found",
             "TARGET_BUSY" => "Target busy",
             "JOB_NOT_PENDING" => "Job not pending",
+            "EXECUTION_NOT_RETRYABLE" => "Execution not retryable",
+            "EXECUTION_NOT_PAUSABLE" => "Execution not pausable",
+            "EXECUTION_NOT_PAUSED" => "Execution not paused",
+            "STEP_OUT_OF_RANGE" => "Step out of range",
             "NOT_READY" => "Not ready",
             "STORE_UNAVAILABLE" => "Store unavailable",
             _ => "Internal error",
@@ -391,6 +432,12 @@ impl ApiError {
             }
             ApiError::PayloadTooLarge { limit } => {
                 ext.insert("limit_bytes".into(), json!(limit));
+            }
+            ApiError::Refused { id, refusal } => {
+                ext.insert("execution_id".into(), json!(id));
+                if let Refusal::NotRetryable(status) | Refusal::NotPausable(status) | Refusal::NotPaused(status) = refusal {
+                    ext.insert("execution_status".into(), json!(status.as_str()));
+                }
             }
             _ => {}
         }
@@ -490,6 +537,10 @@ mod tests {
                 id: "j".into(),
                 status: JobStatus::Running,
             },
+            ApiError::Refused { id: "e".into(), refusal: Refusal::NotRetryable(ExecutionStatus::Running) },
+            ApiError::Refused { id: "e".into(), refusal: Refusal::NotPausable(ExecutionStatus::Failed) },
+            ApiError::Refused { id: "e".into(), refusal: Refusal::NotPaused(ExecutionStatus::Running) },
+            ApiError::Refused { id: "e".into(), refusal: Refusal::StepOutOfRange("x".into()) },
             ApiError::NotReady("x".into()),
             ApiError::Store(StoreError::Contended("e".into())),
             ApiError::Internal("x".into()),
@@ -511,6 +562,7 @@ mod tests {
             | ApiError::JobNotFound { .. }
             | ApiError::TargetBusy { .. }
             | ApiError::JobNotPending { .. }
+            | ApiError::Refused { .. }
             | ApiError::NotReady(_)
             | ApiError::Store(_)
             | ApiError::Internal(_) => true,

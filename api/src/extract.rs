@@ -76,6 +76,31 @@ fn json_rejection(rejection: &JsonRejection) -> ApiError {
     }
 }
 
+/// An optional JSON object body: an empty body reads as `{}` (so `curl -X POST` works for
+/// actions whose fields are all optional); anything else is read as [`ApiJson`] reads it.
+#[derive(Debug, Clone)]
+pub struct ApiOptionalJson(pub serde_json::Value);
+
+impl<S> FromRequest<S> for ApiOptionalJson
+where
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let (parts, body) = req.into_parts();
+        let bytes = axum::body::to_bytes(body, crate::BODY_LIMIT)
+            .await
+            .map_err(|_| ApiError::PayloadTooLarge { limit: crate::BODY_LIMIT })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(ApiOptionalJson(serde_json::Value::Object(serde_json::Map::new())));
+        }
+        let req = Request::from_parts(parts, axum::body::Body::from(bytes));
+        let ApiJson(value) = ApiJson::<serde_json::Value>::from_request(req, state).await?;
+        Ok(ApiOptionalJson(value))
+    }
+}
+
 /// Path parameters, rejected with a problem document.
 #[derive(Debug, Clone)]
 pub struct ApiPath<T>(pub T);

@@ -35,6 +35,7 @@ use axum::response::Response;
 use sluice_store::Store;
 use sluice_store::engine::Engine;
 
+mod caller;
 pub mod error;
 mod extract;
 mod fields;

@@ -335,3 +335,21 @@ mod tests {
         assert!(schema["properties"]["pipeline"].is_object());
     }
 }
+
+// Documentation only: events are served as `sluice_store::StoredEvent`.
+/// One event.
+#[derive(ToSchema)]
+#[schema(as = Event)]
+#[expect(dead_code, reason = "documentation only: the store's event is served")]
+pub(crate) struct EventView {
+    /// Where the event sits: in the live stream, the cursor to resume after it (the shards'
+    /// stream ids joined by commas); in an execution's list, its stream id.
+    id: String,
+    /// The stable event name (`execution.step.completed`, `job.cancelled`, …).
+    #[schema(rename = "type")]
+    kind: String,
+    /// The payload: the ids of the records it is about and what changed.
+    data: Value,
+    /// When it was appended.
+    at: Millis,
+}

@@ -41,6 +41,7 @@ use utoipa_axum::routes;
 use crate::error::{ApiError, quote};
 use crate::{AppState, openapi};
 
+pub mod actions;
 pub mod executions;
 pub mod health;
 pub mod jobs;
@@ -59,8 +60,14 @@ pub fn v1() -> OpenApiRouter<AppState> {
     OpenApiRouter::default()
         .routes(routes!(pipelines::list))
         .routes(routes!(pipelines::apply, pipelines::get))
-        .routes(routes!(executions::start))
+        .routes(routes!(executions::start, actions::list))
         .routes(routes!(executions::get))
+        .routes(routes!(actions::cancel))
+        .routes(routes!(actions::retry))
+        .routes(routes!(actions::restart))
+        .routes(routes!(actions::pause))
+        .routes(routes!(actions::resume))
+        .routes(routes!(actions::events))
         .routes(routes!(jobs::enqueue))
         .routes(routes!(jobs::get))
         .routes(routes!(jobs::cancel))
