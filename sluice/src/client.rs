@@ -254,13 +254,124 @@ pub async fn exec_start(
     if !as_json {
         println!("{what}; waiting for it to settle");
     }
-    let final_exec = wait_for(c, &id, !as_json).await?;
+    wait_and_report(c, &id, as_json).await
+}
+
+/// Waits for execution `id` to settle, prints it, and turns its status into the exit code
+/// (0 completed, 1 otherwise).
+async fn wait_and_report(c: &Client, id: &str, as_json: bool) -> Result<i32, ClientError> {
+    let final_exec = wait_for(c, id, !as_json).await?;
     if as_json {
         print_json(&final_exec);
     } else {
         print_execution(&final_exec);
     }
     Ok(if s(&final_exec, "status") == "completed" { 0 } else { 1 })
+}
+
+/// Filters of `sluice exec list`.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Status filter.
+    pub status: Option<String>,
+    /// Pipeline filter.
+    pub pipeline: Option<String>,
+    /// Target filter.
+    pub target: Option<String>,
+    /// Page size.
+    pub limit: usize,
+    /// Continue after this cursor.
+    pub cursor: Option<String>,
+}
+
+/// Percent-encodes a query value.
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+/// `sluice exec list`
+pub async fn exec_list(c: &Client, filter: &ListFilter, as_json: bool) -> Result<(), ClientError> {
+    let mut query = vec![format!("limit={}", filter.limit)];
+    for (name, value) in [("status", &filter.status), ("pipeline", &filter.pipeline), ("target", &filter.target), ("cursor", &filter.cursor)] {
+        if let Some(v) = value {
+            query.push(format!("{name}={}", encode(v)));
+        }
+    }
+    let page = c.get(&format!("/v1/executions?{}", query.join("&"))).await?;
+    if as_json {
+        print_json(&page);
+        return Ok(());
+    }
+    println!("{:<34} {:<16} {:<10} {:>4} {:<24} {:<12}", "EXECUTION", "PIPELINE", "STATUS", "RUN", "TARGET", "STEP");
+    for e in page.get("items").and_then(Value::as_array).into_iter().flatten() {
+        let current = e.get("current").and_then(Value::as_u64).and_then(|i| usize::try_from(i).ok()).unwrap_or(0);
+        let step = e.get("steps").and_then(Value::as_array).and_then(|st| st.get(current)).map(|st| s(st, "name")).unwrap_or("");
+        println!(
+            "{:<34} {:<16} {:<10} {:>4} {:<24} {:<12}",
+            s(e, "id"),
+            s(e, "pipeline_id"),
+            s(e, "status"),
+            e.get("run").and_then(Value::as_u64).unwrap_or(1),
+            s(e, "target"),
+            step
+        );
+    }
+    if let Some(cursor) = page.get("next_cursor").and_then(Value::as_str) {
+        println!("more: sluice exec list --cursor {cursor}");
+    }
+    Ok(())
+}
+
+/// `sluice exec cancel|retry|restart|pause|resume ID`
+pub async fn exec_action(
+    c: &Client,
+    id: &str,
+    action: &str,
+    reason: Option<String>,
+    from_step: Option<String>,
+    wait: bool,
+    as_json: bool,
+) -> Result<i32, ClientError> {
+    let mut body = json!({});
+    if let Some(r) = reason {
+        body["reason"] = json!(r);
+    }
+    if let Some(step) = from_step {
+        // A number names a step by index; anything else by name.
+        body["from_step"] = step.parse::<u64>().map_or_else(|_| json!(step), |i| json!(i));
+    }
+    let exec = c.post(&format!("/v1/executions/{id}/{action}"), &body).await?;
+    if wait {
+        if !as_json {
+            println!("execution {id}: {action} applied (run {}); waiting for it to settle", exec.get("run").and_then(Value::as_u64).unwrap_or(1));
+        }
+        return wait_and_report(c, id, as_json).await;
+    }
+    if as_json {
+        print_json(&exec);
+    } else {
+        print_execution(&exec);
+    }
+    Ok(0)
+}
+
+/// `sluice exec events ID`
+pub async fn exec_events(c: &Client, id: &str, as_json: bool) -> Result<(), ClientError> {
+    let list = c.get(&format!("/v1/executions/{id}/events")).await?;
+    if as_json {
+        print_json(&list);
+        return Ok(());
+    }
+    for e in list.get("items").and_then(Value::as_array).into_iter().flatten() {
+        println!("{:<22} {:<32} {}", s(e, "id"), s(e, "type"), e.get("data").map(Value::to_string).unwrap_or_default());
+    }
+    Ok(())
 }
 
 /// Polls an execution until it leaves the live statuses, printing each step change.

@@ -146,6 +146,78 @@ enum ExecCommand {
         /// Execution id.
         id: String,
     },
+    /// Lists executions, newest first.
+    List {
+        /// Only this status (running, blocked, paused, completed, failed, cancelled).
+        #[arg(long)]
+        status: Option<String>,
+        /// Only this pipeline.
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// Only this target.
+        #[arg(long)]
+        target: Option<String>,
+        /// Page size (1 to 200).
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Continue after this cursor (printed at the end of the previous page).
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Cancels a live execution (its running command is killed).
+    Cancel {
+        /// Execution id.
+        id: String,
+        /// Why (kept in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Retries a failed or cancelled execution from its first step that did not succeed.
+    Retry {
+        /// Execution id.
+        id: String,
+        /// Why (kept in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Wait for the execution to settle, showing progress; exit 1 if it failed.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Runs an execution again from a step (name or index).
+    Restart {
+        /// Execution id.
+        id: String,
+        /// The step to run again from: its name or index (from 0).
+        #[arg(long = "from")]
+        from_step: String,
+        /// Why (kept in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Wait for the execution to settle, showing progress; exit 1 if it failed.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Pauses an execution at its next step boundary.
+    Pause {
+        /// Execution id.
+        id: String,
+        /// Why (kept in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Resumes a paused execution.
+    Resume {
+        /// Execution id.
+        id: String,
+        /// Why (kept in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Lists an execution's events.
+    Events {
+        /// Execution id.
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -314,6 +386,26 @@ fn main() {
                     })
                 }
                 ExecCommand::Get { id } => run_client(&client, async move |c| client::exec_get(c, &id, json).await.map(|()| 0)),
+                ExecCommand::List { status, pipeline, target, limit, cursor } => run_client(&client, async move |c| {
+                    let filter = client::ListFilter { status, pipeline, target, limit, cursor };
+                    client::exec_list(c, &filter, json).await.map(|()| 0)
+                }),
+                ExecCommand::Cancel { id, reason } => {
+                    run_client(&client, async move |c| client::exec_action(c, &id, "cancel", reason, None, false, json).await)
+                }
+                ExecCommand::Retry { id, reason, wait } => {
+                    run_client(&client, async move |c| client::exec_action(c, &id, "retry", reason, None, wait, json).await)
+                }
+                ExecCommand::Restart { id, from_step, reason, wait } => run_client(&client, async move |c| {
+                    client::exec_action(c, &id, "restart", reason, Some(from_step), wait, json).await
+                }),
+                ExecCommand::Pause { id, reason } => {
+                    run_client(&client, async move |c| client::exec_action(c, &id, "pause", reason, None, false, json).await)
+                }
+                ExecCommand::Resume { id, reason } => {
+                    run_client(&client, async move |c| client::exec_action(c, &id, "resume", reason, None, false, json).await)
+                }
+                ExecCommand::Events { id } => run_client(&client, async move |c| client::exec_events(c, &id, json).await.map(|()| 0)),
             }
         }
         Command::Job { command, client } => {
