@@ -24,6 +24,8 @@ use serde_json::{Map, Value, json};
 use sluice_core::{JobStatus, Problem};
 use sluice_store::StoreError;
 
+use crate::auth::{REALM, Role};
+
 /// The media type of every error body.
 pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 
@@ -115,6 +117,26 @@ pub enum ApiError {
         /// Its status.
         status: JobStatus,
     },
+    /// No valid bearer token: none was sent, it is not `Bearer <token>`, or it matches no
+    /// configured token (`UNAUTHORIZED`, 401, with `WWW-Authenticate: Bearer
+    /// realm="sluice"`). The detail says which, never echoing the token.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The token is valid but its role may not call this route (`FORBIDDEN`, 403).
+    #[error(
+        "`{subject}` has role {role}; {operation} needs role {needed}{}",
+        if *needed == Role::Admin { "" } else { " or higher" }
+    )]
+    Forbidden {
+        /// The token's subject.
+        subject: String,
+        /// The token's role.
+        role: Role,
+        /// The least role the route needs.
+        needed: Role,
+        /// The method and route template (`POST /v1/executions/{id}/retry`).
+        operation: String,
+    },
     /// The store is not reachable or not ready (`NOT_READY`, 503).
     #[error("the store is not ready: {0}")]
     NotReady(String),
@@ -159,6 +181,8 @@ impl ApiError {
             | ApiError::ExecutionNotFound { .. }
             | ApiError::JobNotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -177,6 +201,8 @@ impl ApiError {
         match self {
             ApiError::RouteNotFound { .. } => "NOT_FOUND",
             ApiError::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED",
+            ApiError::Unauthorized(_) => "UNAUTHORIZED",
+            ApiError::Forbidden { .. } => "FORBIDDEN",
             ApiError::BadRequest(_) => "BAD_REQUEST",
             ApiError::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
             ApiError::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
@@ -198,6 +224,8 @@ impl ApiError {
         match self.code() {
             "NOT_FOUND" => "Not found",
             "METHOD_NOT_ALLOWED" => "Method not allowed",
+            "UNAUTHORIZED" => "Unauthorized",
+            "FORBIDDEN" => "Forbidden",
             "BAD_REQUEST" => "Bad request",
             "UNSUPPORTED_MEDIA_TYPE" => "Unsupported media type",
             "PAYLOAD_TOO_LARGE" => "Payload too large",
@@ -249,6 +277,10 @@ impl ApiError {
             }
             ApiError::PayloadTooLarge { limit } => {
                 ext.insert("limit_bytes".into(), json!(limit));
+            }
+            ApiError::Forbidden { role, needed, .. } => {
+                ext.insert("role".into(), json!(role.as_str()));
+                ext.insert("required_role".into(), json!(needed.as_str()));
             }
             _ => {}
         }
@@ -308,6 +340,14 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        if status == StatusCode::UNAUTHORIZED {
+            let challenge = format!("Bearer realm=\"{REALM}\"");
+            if let Ok(value) = HeaderValue::from_str(&challenge) {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, value);
+            }
+        }
         response
     }
 }
@@ -365,6 +405,46 @@ mod tests {
         assert_eq!(err.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(err.code(), "INTERNAL");
         assert!(!err.body().to_string().contains("secret-key"));
+    }
+
+    #[test]
+    fn unauthorized_carries_the_bearer_challenge() {
+        let response =
+            ApiError::Unauthorized("the bearer token is not valid".into()).into_response();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            response.headers()[header::WWW_AUTHENTICATE],
+            "Bearer realm=\"sluice\""
+        );
+    }
+
+    #[test]
+    fn forbidden_names_the_role_held_and_the_role_needed() {
+        let err = ApiError::Forbidden {
+            subject: "uma".into(),
+            role: Role::User,
+            needed: Role::Admin,
+            operation: "POST /v1/executions/{id}/retry".into(),
+        };
+        let body = err.body();
+        assert_eq!(body["status"], 403);
+        assert_eq!(body["code"], "FORBIDDEN");
+        assert_eq!(
+            body["detail"],
+            "`uma` has role user; POST /v1/executions/{id}/retry needs role admin"
+        );
+        assert_eq!(body["role"], "user");
+        assert_eq!(body["required_role"], "admin");
+        let lower = ApiError::Forbidden {
+            subject: "wes".into(),
+            role: Role::Worker,
+            needed: Role::User,
+            operation: "POST /v1/executions".into(),
+        };
+        assert!(
+            lower.to_string().ends_with("needs role user or higher"),
+            "{lower}"
+        );
     }
 
     #[test]

@@ -5,13 +5,15 @@
 //! until a shutdown future resolves, letting in-flight requests finish.
 //!
 //! Layout:
+//! - [`auth`]: bearer tokens, roles and the one table of who may call which route; every
+//!   `/v1` route is behind its layer, the probes are not;
 //! - [`error`]: the one place failures become `application/problem+json` responses, each
 //!   with a stable `code`;
 //! - `extract`: `Json`, `Path` and `Query` wrappers whose rejections are problems;
 //! - `fields`: field-by-field body checks that report every problem at once;
 //! - `views`: what clients see of records (no lease token, ever);
-//! - `routes`: the handlers, grouped into the open probes and the `/v1` API (the router an
-//!   authentication layer will wrap).
+//! - `routes`: the handlers, grouped into the open probes and the `/v1` API (the router the
+//!   authentication layer wraps).
 //!
 //! Invariants:
 //! - every error response is a problem document with a `code`, including unknown routes
@@ -27,17 +29,20 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use sluice_store::Store;
 use sluice_store::engine::Engine;
 
+pub mod auth;
 pub mod error;
 mod extract;
 mod fields;
 mod routes;
 mod views;
 
+pub use auth::{Auth, Caller, Role};
 pub use error::ApiError;
 
 /// Largest request body accepted, in bytes (1 MiB).
@@ -49,12 +54,24 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 pub struct AppState {
     /// The store and the clock; handlers reach Redis only through it.
     pub engine: Engine,
+    /// Who may call what.
+    pub auth: Auth,
 }
 
 impl AppState {
-    /// State over `engine`.
+    /// State over `engine`, with authentication disabled (every caller is an anonymous
+    /// admin): for tests and loopback-only use. A deployment adds [`AppState::with_auth`].
     pub fn new(engine: Engine) -> Self {
-        Self { engine }
+        Self {
+            engine,
+            auth: Auth::disabled(),
+        }
+    }
+
+    /// The same state with `auth` as its authentication settings.
+    #[must_use]
+    pub fn with_auth(self, auth: Auth) -> Self {
+        Self { auth, ..self }
     }
 
     /// The store.
@@ -68,11 +85,20 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(routes::health())
-        .merge(routes::v1())
+        .merge(routes::v1(state.auth.clone()))
         .fallback(routes::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(log_request))
         .with_state(state)
+}
+
+/// Every `/v1` route the [`router`] serves, as (method, route template), from the same list
+/// the router is built from. A `GET` route also answers `HEAD`.
+pub fn v1_routes() -> Vec<(Method, &'static str)> {
+    routes::v1_list()
+        .into_iter()
+        .map(|route| (route.method, route.path))
+        .collect()
 }
 
 /// Serves [`router`] on `listener` until `shutdown` resolves, then stops accepting and
