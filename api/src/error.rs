@@ -27,6 +27,8 @@ use sluice_store::StoreError;
 use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 use utoipa::{ToResponse, ToSchema};
 
+use crate::auth::{REALM, Role};
+
 /// The media type of every error body.
 pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 
@@ -55,6 +57,8 @@ pub const CODES: &[&str] = &[
     "EXECUTION_NOT_PAUSABLE",
     "EXECUTION_NOT_PAUSED",
     "STEP_OUT_OF_RANGE",
+    "UNAUTHORIZED",
+    "FORBIDDEN",
     "NOT_READY",
     "STORE_UNAVAILABLE",
     "INTERNAL",
@@ -118,6 +122,12 @@ pub(crate) struct ProblemDocument {
     /// execution's status.
     #[schema(required = false)]
     execution_status: ExecutionStatus,
+    /// `FORBIDDEN`: the role of the caller's token.
+    #[schema(required = false)]
+    role: String,
+    /// `FORBIDDEN`: the least role the operation needs.
+    #[schema(required = false)]
+    required_role: String,
     /// `PAYLOAD_TOO_LARGE`: the largest body accepted, in bytes.
     #[schema(required = false)]
     limit_bytes: u64,
@@ -175,6 +185,12 @@ problem_responses! {
     /// `STEP_OUT_OF_RANGE`: the step to restart from is not in the pipeline, or a step
     /// before it has not succeeded.
     StepOutOfRange;
+    /// `UNAUTHORIZED`: no valid bearer token: none was sent, the `Authorization` header is
+    /// not `Bearer <token>`, or the token matches no configured token.
+    Unauthorized [headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"sluice\"`."))];
+    /// `FORBIDDEN`: the token is valid but its role may not call this operation; `role` is
+    /// the token's role, `required_role` the least role the operation needs.
+    Forbidden;
     /// `NOT_READY`: Redis is unreachable, slow, or refused a script.
     NotReady [headers(("Retry-After" = u32, description = "Seconds to wait before trying again."))];
     /// `STORE_UNAVAILABLE`: Redis is unreachable or busy; try again shortly.
@@ -286,6 +302,26 @@ pub enum ApiError {
         /// Why.
         refusal: Refusal,
     },
+    /// No valid bearer token: none was sent, it is not `Bearer <token>`, or it matches no
+    /// configured token (`UNAUTHORIZED`, 401, with `WWW-Authenticate: Bearer
+    /// realm="sluice"`). The detail says which, never echoing the token.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The token is valid but its role may not call this route (`FORBIDDEN`, 403).
+    #[error(
+        "`{subject}` has role {role}; {operation} needs role {needed}{}",
+        if *needed == Role::Admin { "" } else { " or higher" }
+    )]
+    Forbidden {
+        /// The token's subject.
+        subject: String,
+        /// The token's role.
+        role: Role,
+        /// The least role the route needs.
+        needed: Role,
+        /// The method and route template (`POST /v1/executions/{id}/retry`).
+        operation: String,
+    },
     /// The store is not reachable or not ready (`NOT_READY`, 503).
     #[error("the store is not ready: {0}")]
     NotReady(String),
@@ -330,6 +366,8 @@ impl ApiError {
             | ApiError::ExecutionNotFound { .. }
             | ApiError::JobNotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -350,6 +388,8 @@ impl ApiError {
         match self {
             ApiError::RouteNotFound { .. } => "NOT_FOUND",
             ApiError::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED",
+            ApiError::Unauthorized(_) => "UNAUTHORIZED",
+            ApiError::Forbidden { .. } => "FORBIDDEN",
             ApiError::BadRequest(_) => "BAD_REQUEST",
             ApiError::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
             ApiError::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
@@ -377,6 +417,8 @@ impl ApiError {
         match self.code() {
             "NOT_FOUND" => "Not found",
             "METHOD_NOT_ALLOWED" => "Method not allowed",
+            "UNAUTHORIZED" => "Unauthorized",
+            "FORBIDDEN" => "Forbidden",
             "BAD_REQUEST" => "Bad request",
             "UNSUPPORTED_MEDIA_TYPE" => "Unsupported media type",
             "PAYLOAD_TOO_LARGE" => "Payload too large",
@@ -439,6 +481,10 @@ impl ApiError {
                     ext.insert("execution_status".into(), json!(status.as_str()));
                 }
             }
+            ApiError::Forbidden { role, needed, .. } => {
+                ext.insert("role".into(), json!(role.as_str()));
+                ext.insert("required_role".into(), json!(needed.as_str()));
+            }
             _ => {}
         }
         ext
@@ -497,6 +543,14 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        if status == StatusCode::UNAUTHORIZED {
+            let challenge = format!("Bearer realm=\"{REALM}\"");
+            if let Ok(value) = HeaderValue::from_str(&challenge) {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, value);
+            }
+        }
         response
     }
 }
@@ -541,6 +595,13 @@ mod tests {
             ApiError::Refused { id: "e".into(), refusal: Refusal::NotPausable(ExecutionStatus::Failed) },
             ApiError::Refused { id: "e".into(), refusal: Refusal::NotPaused(ExecutionStatus::Running) },
             ApiError::Refused { id: "e".into(), refusal: Refusal::StepOutOfRange("x".into()) },
+            ApiError::Unauthorized("x".into()),
+            ApiError::Forbidden {
+                subject: "s".into(),
+                role: Role::User,
+                needed: Role::Admin,
+                operation: "POST /x".into(),
+            },
             ApiError::NotReady("x".into()),
             ApiError::Store(StoreError::Contended("e".into())),
             ApiError::Internal("x".into()),
@@ -563,6 +624,8 @@ mod tests {
             | ApiError::TargetBusy { .. }
             | ApiError::JobNotPending { .. }
             | ApiError::Refused { .. }
+            | ApiError::Unauthorized(_)
+            | ApiError::Forbidden { .. }
             | ApiError::NotReady(_)
             | ApiError::Store(_)
             | ApiError::Internal(_) => true,
@@ -662,6 +725,46 @@ mod tests {
         assert_eq!(err.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(err.code(), "INTERNAL");
         assert!(!err.body().to_string().contains("secret-key"));
+    }
+
+    #[test]
+    fn unauthorized_carries_the_bearer_challenge() {
+        let response =
+            ApiError::Unauthorized("the bearer token is not valid".into()).into_response();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            response.headers()[header::WWW_AUTHENTICATE],
+            "Bearer realm=\"sluice\""
+        );
+    }
+
+    #[test]
+    fn forbidden_names_the_role_held_and_the_role_needed() {
+        let err = ApiError::Forbidden {
+            subject: "uma".into(),
+            role: Role::User,
+            needed: Role::Admin,
+            operation: "POST /v1/executions/{id}/retry".into(),
+        };
+        let body = err.body();
+        assert_eq!(body["status"], 403);
+        assert_eq!(body["code"], "FORBIDDEN");
+        assert_eq!(
+            body["detail"],
+            "`uma` has role user; POST /v1/executions/{id}/retry needs role admin"
+        );
+        assert_eq!(body["role"], "user");
+        assert_eq!(body["required_role"], "admin");
+        let lower = ApiError::Forbidden {
+            subject: "wes".into(),
+            role: Role::Worker,
+            needed: Role::User,
+            operation: "POST /v1/executions".into(),
+        };
+        assert!(
+            lower.to_string().ends_with("needs role user or higher"),
+            "{lower}"
+        );
     }
 
     #[test]

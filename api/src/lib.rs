@@ -6,14 +6,16 @@
 //! OpenAPI 3.1 document of the same routes, which the router serves at `GET /v1/openapi.json`.
 //!
 //! Layout:
+//! - [`auth`]: bearer tokens, roles and the one table of who may call which route; every
+//!   `/v1` route is behind its layer, the probes are not;
 //! - [`error`]: the one place failures become `application/problem+json` responses, each
 //!   with a stable `code`;
 //! - `extract`: `Json`, `Path` and `Query` wrappers whose rejections are problems;
 //! - `fields`: field-by-field body checks that report every problem at once;
 //! - `views`: what clients see of records (no lease token, ever);
 //! - `routes`: the handlers, each registered together with its documentation, grouped into
-//!   the open routes (probes, the OpenAPI document) and the `/v1` API (the group an
-//!   authentication layer will wrap);
+//!   the open routes (probes, the OpenAPI document) and the `/v1` API (the group the
+//!   authentication layer wraps);
 //! - `openapi`: the document's frame and the parts operations share.
 //!
 //! Invariants:
@@ -30,12 +32,13 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use sluice_store::Store;
 use sluice_store::engine::Engine;
 
-mod caller;
+pub mod auth;
 pub mod error;
 mod extract;
 mod fields;
@@ -43,6 +46,7 @@ mod openapi;
 mod routes;
 mod views;
 
+pub use auth::{Auth, Caller, Role};
 pub use error::ApiError;
 pub use openapi::DOCUMENT_PATH;
 
@@ -55,12 +59,24 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 pub struct AppState {
     /// The store and the clock; handlers reach Redis only through it.
     pub engine: Engine,
+    /// Who may call what.
+    pub auth: Auth,
 }
 
 impl AppState {
-    /// State over `engine`.
+    /// State over `engine`, with authentication disabled (every caller is an anonymous
+    /// admin): for tests and loopback-only use. A deployment adds [`AppState::with_auth`].
     pub fn new(engine: Engine) -> Self {
-        Self { engine }
+        Self {
+            engine,
+            auth: Auth::disabled(),
+        }
+    }
+
+    /// The same state with `auth` as its authentication settings.
+    #[must_use]
+    pub fn with_auth(self, auth: Auth) -> Self {
+        Self { auth, ..self }
     }
 
     /// The store.
@@ -72,8 +88,9 @@ impl AppState {
 /// The whole API: probes, the OpenAPI document, `/v1` routes, problem fallbacks, the body
 /// limit and request logging.
 pub fn router(state: AppState) -> Router {
-    let (routes, _) = routes::all().split_for_parts();
-    routes
+    // The 405 fallback goes on after the authentication layer: a wrong method reaches no
+    // handler, so it needs no token.
+    routes::served(state.auth.clone())
         .method_not_allowed_fallback(routes::method_not_allowed)
         .fallback(routes::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -85,6 +102,34 @@ pub fn router(state: AppState) -> Router {
 /// registrations (served at [`DOCUMENT_PATH`]).
 pub fn openapi() -> utoipa::openapi::OpenApi {
     routes::all().into_openapi()
+}
+
+/// Every route of the `/v1` API the [`router`] serves behind the authentication layer, as
+/// (method, route template), read from the OpenAPI paths of the same registrations the
+/// router is built from (so a route cannot be served without being listed here). A `GET`
+/// route also answers `HEAD`. The OpenAPI document itself ([`DOCUMENT_PATH`]) is open and
+/// not listed.
+pub fn v1_routes() -> Vec<(Method, String)> {
+    let document = routes::v1().into_openapi();
+    let mut routes = Vec::new();
+    for (path, item) in document.paths.paths {
+        let operations = [
+            (Method::GET, item.get.is_some()),
+            (Method::PUT, item.put.is_some()),
+            (Method::POST, item.post.is_some()),
+            (Method::DELETE, item.delete.is_some()),
+            (Method::OPTIONS, item.options.is_some()),
+            (Method::HEAD, item.head.is_some()),
+            (Method::PATCH, item.patch.is_some()),
+            (Method::TRACE, item.trace.is_some()),
+        ];
+        for (method, present) in operations {
+            if present {
+                routes.push((method, path.clone()));
+            }
+        }
+    }
+    routes
 }
 
 /// Serves [`router`] on `listener` until `shutdown` resolves, then stops accepting and

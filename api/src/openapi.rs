@@ -29,7 +29,8 @@ use utoipa::openapi::{
 use utoipa::{ToResponse, ToSchema};
 
 use crate::error::{
-    BadRequest, Internal, PayloadTooLarge, ProblemDocument, StoreUnavailable, UnsupportedMediaType,
+    BadRequest, Forbidden, Internal, PayloadTooLarge, ProblemDocument, StoreUnavailable,
+    Unauthorized, UnsupportedMediaType,
 };
 use crate::routes::jobs::CommandPayload;
 
@@ -198,14 +199,18 @@ fn add_problem<R: for<'r> ToResponse<'r>>(operation: &mut Operation, status: u16
 }
 
 /// Marks every operation of `api` as requiring the bearer token, and documents the
-/// problems every operation over the store can give. Applied to the `/v1` group, the
-/// group the authentication layer wraps.
+/// problems every operation behind the authentication layer and over the store can give
+/// (401, 403, 500, 503). Applied to the `/v1` group, the group the authentication layer
+/// wraps (every route of it needs at least the `user` or `worker` role, so a token of a
+/// lower role is refused with 403).
 pub(crate) fn protect(api: &mut OpenApi) {
     for operation in all_operations_mut(api) {
         operation.security = Some(vec![SecurityRequirement::new(
             BEARER_AUTH,
             Vec::<String>::new(),
         )]);
+        add_problem::<Unauthorized>(operation, 401);
+        add_problem::<Forbidden>(operation, 403);
         add_problem::<Internal>(operation, 500);
         add_problem::<StoreUnavailable>(operation, 503);
     }
@@ -318,6 +323,14 @@ mod tests {
                     json!([{ BEARER_AUTH: [] }])
                 };
                 assert_eq!(operation["security"], expected, "{method} {path}");
+                for (status, code) in [("401", "UNAUTHORIZED"), ("403", "FORBIDDEN")] {
+                    let response = &operation["responses"][status];
+                    assert_eq!(response.is_null(), open, "{method} {path} {status}");
+                    if !open {
+                        let description = response["description"].as_str().unwrap();
+                        assert!(description.starts_with(&format!("`{code}`")), "{description}");
+                    }
+                }
             }
         }
         assert_eq!(

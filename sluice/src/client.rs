@@ -43,6 +43,9 @@ impl ClientError {
                     .or_else(|| problem.get("title").and_then(Value::as_str))
                     .unwrap_or("");
                 eprintln!("error: {code} ({status}): {detail}");
+                if let Some(hint) = hint(code) {
+                    eprintln!("hint: {hint}");
+                }
                 if let Some(problems) = problem.get("problems").and_then(Value::as_array) {
                     for p in problems {
                         let field = p.get("field").and_then(Value::as_str).unwrap_or("");
@@ -54,6 +57,15 @@ impl ClientError {
             ClientError::Unreachable(e) => eprintln!("error: cannot reach the sluice API: {e}"),
             ClientError::Input(e) => eprintln!("error: {e}"),
         }
+    }
+}
+
+/// What to do about a refusal with this problem `code`, when the CLI can say.
+fn hint(code: &str) -> Option<&'static str> {
+    match code {
+        "UNAUTHORIZED" => Some("the API needs a bearer token: pass --token or set SLUICE_TOKEN"),
+        "FORBIDDEN" => Some("the token's role may not do this; use a token with the role named above"),
+        _ => None,
     }
 }
 
@@ -427,4 +439,20 @@ pub async fn job_cancel(c: &Client, id: &str, as_json: bool) -> Result<(), Clien
         println!("job {id} cancelled");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authentication_refusals_exit_1_with_a_hint() {
+        for (status, code) in [(401, "UNAUTHORIZED"), (403, "FORBIDDEN")] {
+            let refused = ClientError::Refused { status, problem: json!({ "code": code }) };
+            assert_eq!(refused.exit_code(), 1, "{code}");
+            assert!(hint(code).is_some(), "{code}");
+        }
+        assert!(hint("UNAUTHORIZED").unwrap().contains("SLUICE_TOKEN"));
+        assert_eq!(hint("TARGET_BUSY"), None);
+    }
 }

@@ -4,11 +4,18 @@
 //! keys are refused, naming the key. Environment variables name nested keys with `__`
 //! (`SLUICE_REDIS__URL` is `redis.url`); variables without `__` (such as `SLUICE_API_URL`,
 //! which the CLI reads) are not configuration keys and are ignored here.
+//!
+//! Secrets (`auth.tokens[…].token`, or the variable named by `token_env`) are held as
+//! [`Secret`]s: `Debug` of the configuration never shows them, and no message quotes them.
 
+use std::collections::HashMap;
+use std::env::VarError;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
+use sluice_api::auth::{Auth, Role, Secret, Token};
 
 /// The default config file, read when it exists and no `--config` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/sluice/sluice.toml";
@@ -36,6 +43,8 @@ pub struct Config {
     pub events: EventsConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Authentication of the HTTP API.
+    pub auth: AuthSection,
 }
 
 /// `[redis]`
@@ -160,6 +169,178 @@ impl Default for LogConfig {
     }
 }
 
+/// `[auth]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// Whether every `/v1` request needs a bearer token. Default `true`. Env
+    /// `SLUICE_AUTH__ENABLED`. `false` is for a first try on one machine: every caller is then
+    /// an anonymous admin, and the API refuses to start unless `api.listen` is a loopback
+    /// address.
+    pub enabled: bool,
+    /// The accepted tokens, `[[auth.tokens]]`. Default: none (the API refuses to start while
+    /// authentication is enabled and no token is configured).
+    pub tokens: Vec<TokenEntry>,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        Self { enabled: true, tokens: Vec::new() }
+    }
+}
+
+/// One `[[auth.tokens]]` entry. `Debug` never shows the secret.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenEntry {
+    /// Who holds the token; logged and recorded as the actor of operator actions. Required.
+    pub subject: String,
+    /// `admin` (everything), `user` (everything but the operator actions: cancel, retry,
+    /// restart an execution, pause or resume a queue) or `worker` (lease, heartbeat, post a
+    /// result). Required.
+    pub role: String,
+    /// The secret itself (at least 16 printable ASCII characters, no spaces). Exactly one of
+    /// `token` and `token_env` is required.
+    pub token: Option<Secret>,
+    /// The name of an environment variable holding the secret, to keep it out of files.
+    pub token_env: Option<String>,
+}
+
+/// The shortest secret accepted.
+pub const MIN_SECRET_LEN: usize = 16;
+
+/// Looks an environment variable up (the process environment outside tests).
+type EnvLookup<'a> = &'a dyn Fn(&str) -> Result<String, VarError>;
+
+fn process_env(name: &str) -> Result<String, VarError> {
+    std::env::var(name)
+}
+
+/// The tokens of `auth` with their secrets (read from the environment for `token_env`), or
+/// every problem, each naming its field. Secrets are never quoted.
+pub fn resolve_tokens(auth: &AuthSection, env: EnvLookup<'_>) -> Result<Vec<Token>, Vec<String>> {
+    let mut problems = Vec::new();
+    let mut tokens = Vec::new();
+    let mut first_with: HashMap<String, usize> = HashMap::new();
+    for (i, entry) in auth.tokens.iter().enumerate() {
+        let field = format!("auth.tokens[{i}]");
+        if entry.subject.trim().is_empty() {
+            problems.push(format!("{field}.subject is required: who holds the token"));
+        }
+        let role = match entry.role.parse::<Role>() {
+            Ok(role) => Some(role),
+            Err(_) if entry.role.is_empty() => {
+                problems.push(format!("{field}.role is required; expected admin, user or worker"));
+                None
+            }
+            Err(e) => {
+                problems.push(format!("{field}.role: {e}"));
+                None
+            }
+        };
+        let secret = match (&entry.token, &entry.token_env) {
+            (Some(_), Some(_)) => Err(format!("{field}: give either token or token_env, not both")),
+            (None, None) => Err(format!("{field}: token or token_env is required (the secret, or the environment variable holding it)")),
+            (Some(secret), None) => check_secret(&format!("{field}.token: the secret"), secret.expose()).map(|()| secret.clone()),
+            (None, Some(name)) => secret_from_env(&format!("{field}.token_env"), name, env),
+        };
+        let secret = match secret {
+            Ok(secret) => match first_with.get(secret.expose()) {
+                Some(first) => {
+                    problems.push(format!("{field}: the same secret as auth.tokens[{first}]; every token needs its own secret"));
+                    None
+                }
+                None => {
+                    first_with.insert(secret.expose().to_string(), i);
+                    Some(secret)
+                }
+            },
+            Err(problem) => {
+                problems.push(problem);
+                None
+            }
+        };
+        if let (Some(role), Some(secret)) = (role, secret) {
+            tokens.push(Token { subject: entry.subject.trim().to_string(), role, secret });
+        }
+    }
+    if problems.is_empty() { Ok(tokens) } else { Err(problems) }
+}
+
+/// The secret held by the variable `name`.
+fn secret_from_env(field: &str, name: &str, env: EnvLookup<'_>) -> Result<Secret, String> {
+    if name.is_empty() {
+        return Err(format!("{field} is empty; name the environment variable holding the secret"));
+    }
+    match env(name) {
+        Ok(value) => check_secret(&format!("{field}: environment variable `{name}`"), &value).map(|()| Secret::new(value)),
+        Err(VarError::NotPresent) => Err(format!("{field}: environment variable `{name}` is not set")),
+        Err(VarError::NotUnicode(_)) => Err(format!("{field}: environment variable `{name}` is not valid UTF-8")),
+    }
+}
+
+/// Whether `secret` can be a bearer token; `what` starts the message (it names the field).
+fn check_secret(what: &str, secret: &str) -> Result<(), String> {
+    if secret.is_empty() {
+        return Err(format!("{what} is empty"));
+    }
+    if !secret.chars().all(|ch| ch.is_ascii_graphic()) {
+        return Err(format!("{what} must be printable ASCII without spaces (for example `openssl rand -hex 32`)"));
+    }
+    let len = secret.len();
+    if len < MIN_SECRET_LEN {
+        return Err(format!("{what} has {len} characters; use at least {MIN_SECRET_LEN} (for example `openssl rand -hex 32`)"));
+    }
+    Ok(())
+}
+
+/// Whether `listen` (`host:port`) is a loopback address: 127.0.0.0/8, `[::1]` or `localhost`.
+pub fn is_loopback(listen: &str) -> bool {
+    match listen.parse::<SocketAddr>() {
+        Ok(addr) => addr.ip().is_loopback(),
+        Err(_) => is_localhost(listen),
+    }
+}
+
+/// Whether `listen` is `localhost:<port>`.
+fn is_localhost(listen: &str) -> bool {
+    listen
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| host.eq_ignore_ascii_case("localhost") && port.parse::<u16>().is_ok())
+}
+
+/// The authentication of the API from `c`, with the checks that only concern a process that
+/// serves it: disabled only on a loopback `api.listen`; enabled only with tokens.
+///
+/// # Errors
+/// Each names the keys to change.
+pub fn api_auth(c: &Config) -> anyhow::Result<Auth> {
+    api_auth_with(c, &process_env)
+}
+
+fn api_auth_with(c: &Config, env: EnvLookup<'_>) -> anyhow::Result<Auth> {
+    if !c.auth.enabled {
+        if !is_loopback(&c.api.listen) {
+            anyhow::bail!(
+                "auth.enabled = false is only allowed when api.listen is a loopback address (127.0.0.1, [::1] or localhost), \
+                 and api.listen is `{}`: configure [[auth.tokens]] and remove auth.enabled = false, or listen on loopback",
+                c.api.listen
+            );
+        }
+        return Ok(Auth::disabled());
+    }
+    if c.auth.tokens.is_empty() {
+        anyhow::bail!(
+            "authentication is enabled (auth.enabled) but no token is configured: add [[auth.tokens]] entries \
+             (subject, role, and token or token_env), \
+             or set auth.enabled = false (env SLUICE_AUTH__ENABLED=false) to run open on a loopback address"
+        );
+    }
+    let tokens = resolve_tokens(&c.auth, env)
+        .map_err(|problems| anyhow::anyhow!("invalid configuration:\n  {}", problems.join("\n  ")))?;
+    Ok(Auth::tokens(tokens))
+}
+
 /// Overrides given as flags (highest layer).
 #[derive(Debug, Default, Clone)]
 pub struct Overrides(pub Vec<(&'static str, String)>);
@@ -221,6 +402,10 @@ fn env_source() -> anyhow::Result<config::Config> {
 }
 
 fn check(c: &Config) -> anyhow::Result<()> {
+    check_with(c, &process_env)
+}
+
+fn check_with(c: &Config, env: EnvLookup<'_>) -> anyhow::Result<()> {
     let mut problems = Vec::new();
     if c.redis.shards == 0 || c.redis.shards > 1024 {
         problems.push("redis.shards must be between 1 and 1024".to_string());
@@ -228,8 +413,10 @@ fn check(c: &Config) -> anyhow::Result<()> {
     if c.redis.prefix.is_empty() || c.redis.prefix.contains(['{', '}', ' ']) {
         problems.push("redis.prefix must be non-empty, without braces or spaces".to_string());
     }
-    if let Err(e) = c.api.listen.parse::<std::net::SocketAddr>() {
-        problems.push(format!("api.listen `{}` is not an address such as 127.0.0.1:7070: {e}", c.api.listen));
+    if let Err(e) = c.api.listen.parse::<SocketAddr>()
+        && !is_localhost(&c.api.listen)
+    {
+        problems.push(format!("api.listen `{}` is not an address such as 127.0.0.1:7070 or localhost:7070: {e}", c.api.listen));
     }
     if !["auto", "human", "json"].contains(&c.log.format.as_str()) {
         problems.push(format!("log.format `{}` must be auto, human or json", c.log.format));
@@ -241,6 +428,9 @@ fn check(c: &Config) -> anyhow::Result<()> {
     }
     if let Err(e) = worker_config(c).check() {
         problems.push(e);
+    }
+    if let Err(token_problems) = resolve_tokens(&c.auth, env) {
+        problems.extend(token_problems);
     }
     if problems.is_empty() { Ok(()) } else { anyhow::bail!("invalid configuration:\n  {}", problems.join("\n  ")) }
 }
@@ -266,5 +456,200 @@ pub fn store_config(c: &Config) -> sluice_store::StoreConfig {
         shards: c.redis.shards,
         event_cap: c.events.cap,
         ..sluice_store::StoreConfig::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A config from TOML text alone (no file, no environment).
+    fn parse(text: &str) -> Result<Config, config::ConfigError> {
+        config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()
+            .and_then(config::Config::try_deserialize)
+    }
+
+    /// An environment with `OPS_TOKEN` set, `BLANK` empty and nothing else.
+    fn env(name: &str) -> Result<String, VarError> {
+        match name {
+            "OPS_TOKEN" => Ok("ops-secret-from-the-environment".into()),
+            "BLANK" => Ok(String::new()),
+            _ => Err(VarError::NotPresent),
+        }
+    }
+
+    fn problems(text: &str) -> Vec<String> {
+        let config = parse(text).unwrap();
+        resolve_tokens(&config.auth, &env).err().unwrap_or_default()
+    }
+
+    #[test]
+    fn auth_is_enabled_by_default_and_refuses_to_start_without_tokens() {
+        let config = parse("").unwrap();
+        assert!(config.auth.enabled);
+        let err = api_auth_with(&config, &env).unwrap_err().to_string();
+        assert!(err.contains("[[auth.tokens]]") && err.contains("auth.enabled"), "{err}");
+    }
+
+    #[test]
+    fn inline_and_environment_secrets_resolve_to_tokens() {
+        let config = parse(
+            r#"
+            [[auth.tokens]]
+            subject = "ops"
+            role = "admin"
+            token_env = "OPS_TOKEN"
+
+            [[auth.tokens]]
+            subject = "ci"
+            role = "user"
+            token = "ci-secret-0123456789"
+
+            [[auth.tokens]]
+            subject = "runner"
+            role = "worker"
+            token = "runner-secret-0123456789"
+            "#,
+        )
+        .unwrap();
+        check_with(&config, &env).unwrap();
+        let tokens = resolve_tokens(&config.auth, &env).unwrap();
+        let summary: Vec<(&str, Role, &str)> =
+            tokens.iter().map(|t| (t.subject.as_str(), t.role, t.secret.expose())).collect();
+        assert_eq!(
+            summary,
+            [
+                ("ops", Role::Admin, "ops-secret-from-the-environment"),
+                ("ci", Role::User, "ci-secret-0123456789"),
+                ("runner", Role::Worker, "runner-secret-0123456789"),
+            ]
+        );
+        assert!(api_auth_with(&config, &env).unwrap().is_enabled());
+    }
+
+    #[test]
+    fn every_token_problem_is_reported_at_once_naming_its_field() {
+        // One `[[auth.tokens]]` entry per line, beside the problems it must give.
+        let cases: [(&str, &[&str]); 10] = [
+            (
+                r#"{ subject = "a", role = "root", token = "a-secret-0123456789" }"#,
+                &[r#"auth.tokens[0].role: unknown role "root"; expected admin, user or worker"#],
+            ),
+            (
+                r#"{ subject = "b", role = "user", token = "b-secret-0123456789", token_env = "OPS_TOKEN" }"#,
+                &["auth.tokens[1]: give either token or token_env, not both"],
+            ),
+            (
+                r#"{ subject = "c", role = "user" }"#,
+                &["auth.tokens[2]: token or token_env is required (the secret, or the environment variable holding it)"],
+            ),
+            (r#"{ subject = "d", role = "user", token = "" }"#, &["auth.tokens[3].token: the secret is empty"]),
+            (
+                r#"{ subject = "e", role = "user", token_env = "NOT_SET_ANYWHERE" }"#,
+                &["auth.tokens[4].token_env: environment variable `NOT_SET_ANYWHERE` is not set"],
+            ),
+            (
+                r#"{ subject = "f", role = "admin", token = "a-secret-0123456789" }"#,
+                &["auth.tokens[5]: the same secret as auth.tokens[0]; every token needs its own secret"],
+            ),
+            (r#"{ role = "user", token = "g-secret-0123456789" }"#, &["auth.tokens[6].subject is required: who holds the token"]),
+            (
+                r#"{ subject = "h", role = "user", token = "short" }"#,
+                &["auth.tokens[7].token: the secret has 5 characters; use at least 16 (for example `openssl rand -hex 32`)"],
+            ),
+            (
+                r#"{ subject = "i", token_env = "BLANK" }"#,
+                &[
+                    "auth.tokens[8].role is required; expected admin, user or worker",
+                    "auth.tokens[8].token_env: environment variable `BLANK` is empty",
+                ],
+            ),
+            (
+                r#"{ subject = "j", role = "user", token = "has a space 0123456789" }"#,
+                &["auth.tokens[9].token: the secret must be printable ASCII without spaces (for example `openssl rand -hex 32`)"],
+            ),
+        ];
+        let entries: Vec<&str> = cases.iter().map(|(entry, _)| *entry).collect();
+        let found = problems(&format!("[auth]\ntokens = [\n{}\n]\n", entries.join(",\n")));
+        let expected: Vec<&str> = cases.iter().flat_map(|(_, problems)| problems.iter().copied()).collect();
+        assert_eq!(found, expected);
+        assert!(!found.concat().contains("secret-0123456789"), "no secret is quoted");
+    }
+
+    #[test]
+    fn load_time_checks_include_the_token_problems() {
+        let config = parse("[[auth.tokens]]\nsubject = \"x\"\nrole = \"boss\"\ntoken = \"x-secret-0123456789\"\n").unwrap();
+        let err = check_with(&config, &env).unwrap_err().to_string();
+        assert!(err.contains("auth.tokens[0].role: unknown role \"boss\""), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_in_auth_are_refused() {
+        let err = parse("[[auth.tokens]]\nsubject = \"x\"\nrole = \"user\"\nsecret = \"x-secret-0123456789\"\n").unwrap_err();
+        assert!(err.to_string().contains("secret"), "{err}");
+        let err = parse("[auth]\ndisabled = true\n").unwrap_err();
+        assert!(err.to_string().contains("disabled"), "{err}");
+    }
+
+    #[test]
+    fn loopback_addresses_are_recognised() {
+        for listen in ["127.0.0.1:7070", "127.8.9.10:80", "[::1]:7070", "localhost:7070", "LOCALHOST:1"] {
+            assert!(is_loopback(listen), "{listen}");
+        }
+        for listen in ["0.0.0.0:7070", "[::]:7070", "10.0.0.5:7070", "example.com:7070", "localhost", "localhost:x"] {
+            assert!(!is_loopback(listen), "{listen}");
+        }
+    }
+
+    #[test]
+    fn disabled_auth_starts_only_on_a_loopback_address() {
+        for listen in ["127.0.0.1:7070", "[::1]:7070", "localhost:7070"] {
+            let config = parse(&format!("[api]\nlisten = \"{listen}\"\n[auth]\nenabled = false\n")).unwrap();
+            check_with(&config, &env).unwrap();
+            let auth = api_auth_with(&config, &env).unwrap_or_else(|e| panic!("{listen}: {e}"));
+            assert!(!auth.is_enabled(), "{listen}");
+        }
+        let config = parse("[api]\nlisten = \"0.0.0.0:7070\"\n[auth]\nenabled = false\n").unwrap();
+        let err = api_auth_with(&config, &env).unwrap_err().to_string();
+        assert!(err.contains("auth.enabled") && err.contains("api.listen") && err.contains("0.0.0.0:7070"), "{err}");
+    }
+
+    #[test]
+    fn enabled_auth_listens_anywhere_with_tokens() {
+        let config = parse(
+            "[api]\nlisten = \"0.0.0.0:7070\"\n[[auth.tokens]]\nsubject = \"ops\"\nrole = \"admin\"\ntoken_env = \"OPS_TOKEN\"\n",
+        )
+        .unwrap();
+        assert!(api_auth_with(&config, &env).unwrap().is_enabled());
+    }
+
+    #[test]
+    fn auth_enabled_can_be_turned_off_with_a_string_as_the_environment_gives_it() {
+        // `SLUICE_AUTH__ENABLED=false` reaches the builder as this override.
+        let config: Config = config::Config::builder()
+            .set_override("auth.enabled", "false")
+            .unwrap()
+            .build()
+            .and_then(config::Config::try_deserialize)
+            .unwrap();
+        assert!(!config.auth.enabled);
+    }
+
+    #[test]
+    fn debug_output_of_the_config_never_shows_a_secret() {
+        let config = parse("[[auth.tokens]]\nsubject = \"ops\"\nrole = \"admin\"\ntoken = \"ops-inline-secret-0123456789\"\n").unwrap();
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("ops-inline-secret"), "{shown}");
+        assert!(shown.contains("ops") && shown.contains("<redacted>"), "{shown}");
+    }
+
+    #[test]
+    fn the_example_config_runs_open_on_loopback() {
+        let config = parse(include_str!("../../config/sluice.toml")).unwrap();
+        check_with(&config, &env).unwrap();
+        assert!(!config.auth.enabled);
+        assert!(!api_auth_with(&config, &env).unwrap().is_enabled());
     }
 }

@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use sluice_core::SystemClock;
 use sluice_store::Store;
+use sluice_api::Auth;
 use sluice_store::engine::Engine;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config};
@@ -76,30 +78,52 @@ pub async fn scheduler(c: Config, shutdown: CancellationToken) -> anyhow::Result
     Ok(())
 }
 
+/// The API's authentication from `c`, checked before anything starts; warns when it is off.
+fn api_auth(c: &Config) -> anyhow::Result<Auth> {
+    let auth = config::api_auth(c)?;
+    if !auth.is_enabled() {
+        tracing::warn!(
+            api.listen = %c.api.listen,
+            "authentication is disabled (auth.enabled = false): the API is open to anyone on this machine"
+        );
+    }
+    Ok(auth)
+}
+
+/// Binds `api.listen`. Without authentication the bound address must be loopback (a check
+/// after name resolution, behind the one on the configured text).
+async fn bind_api(c: &Config, auth: &Auth) -> anyhow::Result<TcpListener> {
+    let listener = TcpListener::bind(&c.api.listen).await.with_context(|| format!("cannot listen on {}", c.api.listen))?;
+    let local = listener.local_addr()?;
+    if !auth.is_enabled() && !local.ip().is_loopback() {
+        anyhow::bail!("auth.enabled = false is only allowed on a loopback address, and api.listen `{}` is {local}", c.api.listen);
+    }
+    Ok(listener)
+}
+
 /// `sluice api`
 pub async fn api(c: Config, base: PathBuf, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let auth = api_auth(&c)?;
     let engine = connect(&c, &shutdown).await?;
     load_pipelines(&engine, &c, &base).await?;
-    let listener = tokio::net::TcpListener::bind(&c.api.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", c.api.listen))?;
+    let listener = bind_api(&c, &auth).await?;
     tracing::info!(listen = %c.api.listen, "api listening");
-    sluice_api::serve(listener, sluice_api::AppState::new(engine), async move { shutdown.cancelled().await }).await?;
+    let state = sluice_api::AppState::new(engine).with_auth(auth);
+    sluice_api::serve(listener, state, async move { shutdown.cancelled().await }).await?;
     Ok(())
 }
 
 /// `sluice up`: API, scheduler and worker in one process.
 pub async fn up(mut c: Config, base: PathBuf, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let auth = api_auth(&c)?;
     let _redis = crate::private_redis::ensure(&mut c, &base).await?;
     let engine = connect(&c, &shutdown).await?;
     load_pipelines(&engine, &c, &base).await?;
-    let listener = tokio::net::TcpListener::bind(&c.api.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", c.api.listen))?;
+    let listener = bind_api(&c, &auth).await?;
     tracing::info!(listen = %c.api.listen, "sluice is up: api, scheduler and worker in one process");
     let api = {
         let s = shutdown.clone();
-        let state = sluice_api::AppState::new(engine.clone());
+        let state = sluice_api::AppState::new(engine.clone()).with_auth(auth);
         tokio::spawn(async move { sluice_api::serve(listener, state, async move { s.cancelled().await }).await })
     };
     let scheduler = {

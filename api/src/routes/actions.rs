@@ -18,7 +18,7 @@ use sluice_store::{ExecutionFilter, ListCursor, MAX_PAGE};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
-use crate::caller::Caller;
+use crate::auth::Caller;
 use crate::error::{
     ApiError, BadRequest, ExecutionNotFound, ExecutionNotPausable, ExecutionNotPaused, ExecutionNotRetryable,
     StepOutOfRange, TargetBusy, ValidationFailed, quote,

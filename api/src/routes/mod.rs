@@ -10,8 +10,10 @@
 //! - [`open()`]: `/healthz`, `/readyz` and the OpenAPI document, always open (probes and
 //!   clients discovering the API carry no token);
 //! - [`v1()`]: the `/v1` control API. [`all`] marks its operations as requiring the bearer
-//!   token; authentication (a later change) is one `.route_layer(...)` on this group in the
-//!   same place, so both cover every `/v1` route and nothing else.
+//!   token, and [`served`] puts the group behind the authentication layer
+//!   ([`crate::auth::protect`], one `route_layer`), so both cover every `/v1` route and
+//!   nothing else. [`crate::v1_routes`] reads the routes from the document of [`all`], so a
+//!   test can check that the access policy has a rule for every route served.
 //!
 //! # Adding a route
 //!
@@ -34,10 +36,12 @@
 //! header), and paths that match nothing get the 404 problem of [`not_found`]; both are
 //! installed by [`crate::router`].
 
+use axum::Router;
 use axum::http::{Method, Uri};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::auth::{self, Auth};
 use crate::error::{ApiError, quote};
 use crate::{AppState, openapi};
 
@@ -84,6 +88,18 @@ pub fn all() -> OpenApiRouter<AppState> {
     openapi::add_request_problems(all.get_openapi_mut());
     openapi::name_timestamps(all.get_openapi_mut());
     all
+}
+
+/// The router of every route in [`all`]: [`open()`] as it is, [`v1()`] behind the
+/// authentication layer of `auth`.
+///
+/// The 405 fallback ([`crate::router`] adds it) goes on after the authentication layer,
+/// replacing the (layered) default one: a wrong method reaches no handler, so it needs no
+/// token.
+pub fn served(auth: Auth) -> Router<AppState> {
+    let (open, _) = open().split_for_parts();
+    let (v1, _) = v1().split_for_parts();
+    open.merge(auth::protect(v1, auth))
 }
 
 /// The answer to a path no route matches.
