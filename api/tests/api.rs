@@ -42,32 +42,8 @@ impl Api {
 
     /// `(type, data)` of every event of shard 0.
     async fn events(&self) -> Vec<(String, Value)> {
-        let mut conn = self
-            .redis
-            .client()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
-        let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-            .arg("{sluice:0}:events")
-            .arg("-")
-            .arg("+")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        entries
-            .into_iter()
-            .map(|(_, fields)| {
-                let field = |name: &str| {
-                    fields
-                        .iter()
-                        .find(|(k, _)| k == name)
-                        .map(|(_, v)| v.clone())
-                        .unwrap()
-                };
-                (field("type"), serde_json::from_str(&field("data")).unwrap())
-            })
-            .collect()
+        let events = self.engine.store().stream_range(0, "-", "+").await.unwrap();
+        events.into_iter().map(|e| (e.kind, e.data)).collect()
     }
 }
 

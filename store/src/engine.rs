@@ -54,9 +54,11 @@ pub enum Acted {
     Unchanged(Box<Execution>),
     /// Not allowed in the execution's state.
     Refused(Refusal),
-    /// A retry or restart needs the target, which another execution holds (this one).
+    /// A retry or restart needs the target, which another execution holds.
     TargetBusy {
-        /// The live execution holding the target.
+        /// The target.
+        target: String,
+        /// The live execution holding it.
         holder: String,
     },
     /// No such execution.
@@ -196,7 +198,9 @@ impl Engine {
                     next.rev += 1;
                     return Ok(Acted::Applied(Box::new(next)));
                 }
-                OperateOutcome::Busy(holder) => return Ok(Acted::TargetBusy { holder }),
+                OperateOutcome::Busy(holder) => {
+                    return Ok(Acted::TargetBusy { target: exec.target.unwrap_or_default(), holder });
+                }
                 OperateOutcome::Conflict(_) => {}
             }
         }

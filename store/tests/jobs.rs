@@ -39,22 +39,8 @@ fn new_job(queue: &str) -> NewJob {
 }
 
 async fn events(redis: &RedisServer) -> Vec<(String, Value)> {
-    let mut conn = redis.client().get_multiplexed_async_connection().await.unwrap();
-    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-        .arg("{sluice:0}:events")
-        .arg("-")
-        .arg("+")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    entries
-        .into_iter()
-        .map(|(_, fields)| {
-            let ty = fields.iter().find(|(k, _)| k == "type").unwrap().1.clone();
-            let data = fields.iter().find(|(k, _)| k == "data").unwrap().1.clone();
-            (ty, serde_json::from_str(&data).unwrap())
-        })
-        .collect()
+    let events = store(redis).await.stream_range(0, "-", "+").await.unwrap();
+    events.into_iter().map(|e| (e.kind, e.data)).collect()
 }
 
 /// Starts job `id` as its worker would (with the record as leased).

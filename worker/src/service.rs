@@ -125,9 +125,9 @@ impl Worker {
             .register(move |restarts| {
                 WorkerBuilder::new(format!("{}-{restarts}", factory_rt.worker_id))
                     .backend(StoreBackend::new(factory_rt.clone()))
+                    .timeout(factory_rt.config.job_time_ceiling)
                     .enable_tracing()
                     .catch_panic()
-                    .timeout(factory_rt.config.job_time_ceiling)
                     .concurrency(factory_rt.config.concurrency)
                     .data(factory_rt.clone())
                     .build(handle)

@@ -244,7 +244,12 @@ kind = "noop"
     assert_eq!(at_boundary.steps[0].output, Some(json!({"done": 1})));
     assert_eq!(at_boundary.steps[1].status, StepStatus::Pending);
     assert!(at_boundary.steps[1].job_id.is_none(), "step two got a job while paused");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // No job of the execution is queued, delayed or held: nothing can run step two.
+    let mut conn = kit.redis.conn();
+    for key in ["{sluice:0}:q:default:ready", "{sluice:0}:q:default:delayed", "{sluice:0}:leased"] {
+        let n: usize = conn.zcard(key).unwrap();
+        assert_eq!(n, 0, "{key} holds a job while paused");
+    }
     assert_eq!(count(&c2), 0, "step two ran while paused");
 
     let resumed = applied(kit.act(&id, Action::Resume).await);

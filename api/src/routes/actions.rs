@@ -88,10 +88,7 @@ async fn act(state: &AppState, id: &str, action: Action, operator: &Operator) ->
         }
         Acted::Unchanged(exec) => *exec,
         Acted::Refused(refusal) => return Err(ApiError::Refused { id: id.to_string(), refusal }),
-        Acted::TargetBusy { holder } => {
-            let target = store.get_execution(id).await?.and_then(|e| e.target).unwrap_or_default();
-            return Err(ApiError::TargetBusy { target: quote(&target), holder });
-        }
+        Acted::TargetBusy { target, holder } => return Err(ApiError::TargetBusy { target: quote(&target), holder }),
         Acted::NotFound => return Err(not_found()),
     };
     Ok(Json(views::execution(store, exec, false).await?))
