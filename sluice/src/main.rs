@@ -346,7 +346,27 @@ fn run_client(args: &ClientArgs, f: impl AsyncFnOnce(&client::Client) -> Result<
     }
 }
 
+/// Makes `sluice … | head` end quietly: printing to a closed pipe panics inside `println!`,
+/// and this hook turns exactly that panic into the exit a shell expects (141, as if killed by
+/// SIGPIPE) instead of a panic message. Every other panic is reported as before.
+fn exit_quietly_on_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to std") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 fn main() {
+    exit_quietly_on_closed_pipe();
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Up { serve, listen } => {
