@@ -83,6 +83,8 @@ pub(crate) fn base() -> OpenApi {
     let mut schemas = Vec::new();
     add_schema::<ProblemDocument>(&mut schemas);
     add_schema::<CommandPayload>(&mut schemas);
+    // A gate's helper is itself a step kind, so the pipeline schema refers to it by name.
+    add_schema::<sluice_core::pipeline::HelperDef>(&mut schemas);
     let components = ComponentsBuilder::new()
         .security_scheme(BEARER_AUTH, SecurityScheme::Http(bearer))
         .schemas_from_iter(schemas)

@@ -383,14 +383,16 @@ pub struct JobRef {
     pub id: String,
     /// Its queue.
     pub queue: String,
+    /// Its kind (which decides who leases it: see [`crate::pipeline::is_builtin_job_kind`]).
+    pub kind: String,
 }
 
 impl Execution {
     /// The live job of the current step, if it has one.
     pub fn current_job(&self) -> Option<JobRef> {
         let id = self.steps.get(self.current)?.job_id.clone()?;
-        let queue = self.pipeline.steps.get(self.current)?.queue.clone();
-        Some(JobRef { id, queue })
+        let def = self.pipeline.steps.get(self.current)?;
+        Some(JobRef { id, queue: def.queue.clone(), kind: def.kind.name().to_string() })
     }
 }
 
@@ -423,7 +425,8 @@ pub(crate) fn set_once(slot: &mut Option<Millis>, value: Millis) {
 pub fn step_job(execution_id: &str, index: usize, step: &StepDef, job_id: String) -> NewJob {
     let payload = match &step.kind {
         StepKind::Noop { output } => json!({ "output": output.clone().unwrap_or(Value::Null) }),
-        StepKind::Command { .. } => Value::Null,
+        StepKind::External { params } => json!({ "params": params.clone().unwrap_or(Value::Null) }),
+        _ => Value::Null,
     };
     NewJob {
         id: job_id,
@@ -620,6 +623,7 @@ pub fn settlement_events(job: &Job, settlement: &Settlement) -> Vec<Event> {
             job,
             json!({ "will_retry": false, "error": error.message }),
         )],
+        Settlement::Deferred { .. } => Vec::new(),
     }
 }
 
@@ -652,6 +656,10 @@ pub fn plan_settle(
         }
     }
     match settlement {
+        Settlement::Deferred { .. } => {
+            next.steps[index].status = StepStatus::Waiting;
+            Plan { execution: Some(next), events, ..Plan::default() }
+        }
         Settlement::Retry { error, .. } => {
             let step = &mut next.steps[index];
             step.status = StepStatus::Queued;

@@ -186,6 +186,13 @@ pub enum Outcome {
     Completed(Value),
     /// The attempt failed.
     Failed(JobError),
+    /// The attempt handed its result to someone else (an `http` step answered 202): the job
+    /// stays `running`, its lease held for the poster of the result until `deadline` (ms),
+    /// after which the attempt counts as timed out.
+    Deferred {
+        /// When the posted result is due at the latest.
+        deadline: Millis,
+    },
 }
 
 /// A job record.
@@ -299,6 +306,11 @@ pub enum Settlement {
         /// The failure of the last attempt.
         error: JobError,
     },
+    /// Still running: the result will be posted back (see [`Outcome::Deferred`]).
+    Deferred {
+        /// When the posted result is due at the latest.
+        deadline: Millis,
+    },
 }
 
 impl Settlement {
@@ -308,6 +320,7 @@ impl Settlement {
             Settlement::Completed { .. } => JobStatus::Completed,
             Settlement::Retry { .. } => JobStatus::Pending,
             Settlement::Failed { .. } => JobStatus::Failed,
+            Settlement::Deferred { .. } => JobStatus::Running,
         }
     }
 }
@@ -324,6 +337,7 @@ pub fn decide(job: &Job, outcome: &Outcome, now: Millis, jitter_sample: f64) -> 
             Settlement::Retry { error: error.clone(), at, delay_ms }
         }
         Outcome::Failed(error) => Settlement::Failed { error: error.clone() },
+        Outcome::Deferred { deadline } => Settlement::Deferred { deadline: *deadline },
     }
 }
 

@@ -87,7 +87,7 @@ pub struct StepDef {
     pub kind: StepKind,
 }
 
-/// The step kinds this release can run.
+/// The step kinds.
 ///
 /// The file form names the kind with `kind = "…"`; every other key of the step belongs
 /// either to the common options above or to the kind.
@@ -114,6 +114,141 @@ pub enum StepKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         output: Option<Value>,
     },
+    /// POST the step context as JSON to `url`: 2xx completes with the body as output, 202
+    /// waits for a result posted to `POST /v1/jobs/{id}/result`, 4xx fails for good, 5xx,
+    /// timeouts and network errors are retried. `url` and header values may hold
+    /// placeholders.
+    Http {
+        /// `http://` or `https://` URL.
+        url: String,
+        /// Extra request headers.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        headers: BTreeMap<String, String>,
+        /// How long a 202 may wait for its posted result before the attempt counts as
+        /// timed out, in milliseconds (default [`DEFAULT_RESULT_TIMEOUT_MS`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        result_timeout_ms: Option<u64>,
+    },
+    /// Waits in its queue until an external worker leases it over the API, heartbeats it and
+    /// posts its result. The job's payload carries `params` and the step context.
+    External {
+        /// Free-form parameters for the external worker.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        params: Option<Value>,
+    },
+    /// A polling gate; see [`GateDef`].
+    Gate(GateDef),
+    /// Parks the execution until enough humans approve.
+    Approval {
+        /// Distinct approvals needed (at least 1).
+        required_approvals: u32,
+        /// Who may vote: token subjects, or `role:<role>` (that role or a higher one). Empty:
+        /// anyone allowed to call the API as `user`.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        approvers: Vec<String>,
+    },
+    /// A durable timer: waits `for_ms` from when the step starts, or until `until` (ms since
+    /// the epoch). Exactly one of the two.
+    Sleep {
+        /// How long, in milliseconds (file form `for = "10m"`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        for_ms: Option<u64>,
+        /// Until this instant, ms since the epoch (file form: RFC 3339).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<crate::Millis>,
+    },
+}
+
+/// How long an `http` step that answered 202 waits for its result by default: 1 hour.
+pub const DEFAULT_RESULT_TIMEOUT_MS: u64 = 60 * 60 * 1000;
+
+/// A polling gate: `probe` every `interval_ms` until it passes.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateDef {
+    /// What answers pass, pending or fail.
+    pub probe: Probe,
+    /// Time between two probes that answered pending, in milliseconds.
+    pub interval_ms: u64,
+    /// Probes that may answer pending before `on_exhausted` decides.
+    pub max_polls: u32,
+    /// What happens when the poll budget is spent.
+    pub on_exhausted: Exhaustion,
+    /// With `on_exhausted = "pass"`: the gate passes only once this long has gone by since
+    /// it started (it keeps probing until then), in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch_window_ms: Option<u64>,
+    /// Runs when the probe answers fail, then the probe runs again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(no_recursion))]
+    pub helper: Option<Box<HelperDef>>,
+    /// Most runs of the helper (default 1 when there is a helper).
+    pub max_attempts: u32,
+    /// Consecutive probes that may error (no verdict: crash, timeout, unreadable answer)
+    /// before the gate fails with kind `timeout`.
+    pub max_probe_errors: u32,
+}
+
+/// Default `max_probe_errors` of a gate.
+pub const DEFAULT_MAX_PROBE_ERRORS: u32 = 3;
+
+/// The probe of a gate.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Probe {
+    /// A program: exit 0 pass, exit 75 pending, anything else fail. Its summary is the
+    /// `summary` of the JSON it writes to `$SLUICE_OUTPUT`, else the last line it printed.
+    Command {
+        /// Program and arguments; may hold placeholders.
+        run: Vec<String>,
+        /// Extra environment variables.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        env: BTreeMap<String, String>,
+        /// Working directory.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cwd: Option<String>,
+    },
+    /// An HTTP GET answering `{"verdict": "pass"|"pending"|"fail", "summary": …}`.
+    Http {
+        /// `http://` or `https://` URL; may hold placeholders.
+        url: String,
+        /// Extra request headers.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        headers: BTreeMap<String, String>,
+    },
+}
+
+/// What a gate does when its poll budget is spent.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Exhaustion {
+    /// The execution fails with kind `timeout`.
+    #[default]
+    Fail,
+    /// The gate passes once its watch window has gone by since it started; until then it
+    /// keeps probing.
+    Pass,
+    /// The gate keeps probing without limit.
+    Rearm,
+}
+
+/// The helper of a gate: a step of its own kind (`command`, `http`, `external` or `noop`)
+/// with the common options of a step.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HelperDef {
+    /// Queue of the helper's job (default: the gate's queue).
+    pub queue: String,
+    /// Time limit of one attempt, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Retry policy of the helper's job.
+    pub retry: RetryPolicy,
+    /// What it does.
+    #[serde(flatten)]
+    pub kind: StepKind,
 }
 
 impl StepKind {
@@ -122,16 +257,33 @@ impl StepKind {
         match self {
             StepKind::Command { .. } => "command",
             StepKind::Noop { .. } => "noop",
+            StepKind::Http { .. } => "http",
+            StepKind::External { .. } => "external",
+            StepKind::Gate(_) => "gate",
+            StepKind::Approval { .. } => "approval",
+            StepKind::Sleep { .. } => "sleep",
         }
+    }
+
+    /// Whether the step runs as a job (every kind but `approval`).
+    pub fn has_job(&self) -> bool {
+        !matches!(self, StepKind::Approval { .. })
     }
 }
 
-/// The kinds named in the product specification that this release does not run yet; a file
-/// using one gets a clear problem instead of "unknown kind".
-pub const PLANNED_KINDS: &[&str] = &["http", "external", "gate", "approval", "sleep"];
+/// The kinds a gate's helper may be.
+pub const HELPER_KINDS: &[&str] = &["command", "http", "external", "noop"];
 
-/// The kinds this release runs.
-pub const KINDS: &[&str] = &["command", "noop"];
+/// Job kinds sluice's own workers run; jobs of any other kind wait for an external worker.
+pub const BUILTIN_JOB_KINDS: &[&str] = &["command", "noop", "http", "gate", "sleep"];
+
+/// Whether sluice's own workers run jobs of `kind` (see [`BUILTIN_JOB_KINDS`]).
+pub fn is_builtin_job_kind(kind: &str) -> bool {
+    BUILTIN_JOB_KINDS.contains(&kind)
+}
+
+/// Every step kind.
+pub const KINDS: &[&str] = &["command", "noop", "http", "external", "gate", "approval", "sleep"];
 
 /// Parses and validates a pipeline written in TOML.
 ///

@@ -20,7 +20,12 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use crate::{describe, duration};
-use crate::pipeline::{DEFAULT_QUEUE, KINDS, PLANNED_KINDS, Pipeline, Problem, StepDef, StepKind};
+use crate::pipeline::{DEFAULT_QUEUE, Pipeline, Problem, StepDef, StepKind};
+
+/// Kinds the checker reads so far.
+const KINDS: &[&str] = &["command", "noop"];
+/// Kinds not read yet.
+const PLANNED_KINDS: &[&str] = &["http", "external", "gate", "approval", "sleep"];
 use crate::retry::{Backoff, RetryPolicy};
 use crate::template;
 

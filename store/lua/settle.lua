@@ -4,7 +4,8 @@
 --       7 job's delayed set, 8.. keys named by the plan.
 -- ARGV: 1 now, 2 event cap, 3 channel prefix, 4 lease token,
 --       5 expired-before guard (0: none; else the lease deadline must be older than this),
---       6 plan JSON: {"status": "completed"|"failed"|"pending", "fields": {...}, "due": ms,
+--       6 plan JSON: {"status": "completed"|"failed"|"pending"|"running", "fields": {...},
+--                     "due": ms (pending: when it is due again; running: new lease deadline),
 --                     "tail": {"exec"?, "release"?, "jobs"?, "events"?}} (see lib.lua)
 -- Returns: {"ok"} | {"lease_lost"} | {"conflict", current_rev}
 -- Invariant: applied at most once per attempt: only while the job is running under this
@@ -33,6 +34,13 @@ for name, value in pairs(plan.fields) do
   args[#args + 1] = value
 end
 redis.call('HSET', key, unpack(args))
+if plan.status == 'running' then
+  -- Deferred: the result will be posted back under the same token before the new deadline.
+  redis.call('HSET', key, 'lease_deadline', plan.due)
+  redis.call('ZADD', KEYS[5], plan.due, f[4])
+  apply_tail(tail, now)
+  return {'ok'}
+end
 clear_lease(key)
 redis.call('ZREM', KEYS[5], f[4])
 if plan.status == 'pending' then

@@ -13,6 +13,10 @@ use sluice_core::{Execution, Millis, event::Event};
 use crate::plan::{self, KeyList};
 use crate::{Store, StoreError, codec, contract};
 
+/// The lease holder of a job whose result will be posted back (an `http` step that
+/// answered 202): the job stays running under its token until its deadline.
+pub const AWAITING_RESULT: &str = "awaiting-result";
+
 /// Jobs per script call when enqueueing in bulk (bounds the time one script holds Redis).
 const ENQUEUE_CHUNK: usize = 500;
 
@@ -359,6 +363,7 @@ impl Store {
                 }),
                 0,
             ),
+            Settlement::Deferred { deadline } => (json!({ "lease_worker": AWAITING_RESULT }), *deadline),
         };
         let body = json!({
             "status": settlement.status().as_str(),

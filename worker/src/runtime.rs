@@ -230,6 +230,11 @@ impl Runtime {
                     }
                 }
             }
+            other => Outcome::Failed(JobError::terminal(format!(
+                "step `{}`: this worker has no executor for step kind `{}`",
+                step.name,
+                other.name()
+            ))),
         };
         (outcome, Some(exec))
     }
