@@ -28,9 +28,10 @@ use crate::Millis;
 use crate::event::{Event, names};
 use crate::execution::{
     AuditEntry, Execution, ExecutionEvent, ExecutionStatus, Failure, FailureKind, MAX_AUDIT,
-    MAX_FAILURE_HISTORY, MAX_OUTPUT_HISTORY, OutputRecord, Plan, StepStatus, enqueued_event,
-    push_capped, set_once, step_job, transition,
+    MAX_FAILURE_HISTORY, MAX_OUTPUT_HISTORY, OutputRecord, Plan, StepStatus, push_capped,
+    set_once, transition,
 };
+use crate::steps;
 
 /// An operator action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,7 +157,7 @@ pub fn plan_action(
         }
         Action::Resume => {
             transition(exec.status, ExecutionEvent::Resume).map_err(|_| Refusal::NotPaused(exec.status))?;
-            resume(&mut next, &mut plan, next_job_id);
+            resume(&mut next, &mut plan, now, next_job_id);
         }
     }
     let entry = AuditEntry {
@@ -248,26 +249,16 @@ fn rerun(
     next.finished_at = None;
     next.paused_at = None;
     for step in next.steps.iter_mut().skip(from) {
-        step.status = StepStatus::Pending;
-        step.job_id = None;
-        step.attempts = 0;
-        step.started_at = None;
-        step.finished_at = None;
-        step.output = None;
-        step.last_error = None;
+        step.reset();
     }
-    let job = step_job(&next.id, from, &next.pipeline.steps[from], next_job_id());
-    next.steps[from].status = StepStatus::Queued;
-    next.steps[from].job_id = Some(job.id.clone());
     plan.events.push(Event::new(
         event,
         json!({ "execution_id": next.id, "run": next.run, "step": from, "name": next.steps[from].name }),
     ));
-    plan.events.push(enqueued_event(&job));
-    plan.jobs.push(job);
+    steps::enter(next, from, plan, now, next_job_id);
 }
 
-fn resume(next: &mut Execution, plan: &mut Plan, next_job_id: &mut dyn FnMut() -> String) {
+fn resume(next: &mut Execution, plan: &mut Plan, now: Millis, next_job_id: &mut dyn FnMut() -> String) {
     next.paused_at = None;
     let index = next.current;
     next.status = if next.steps[index].status == StepStatus::Blocked {
@@ -275,18 +266,18 @@ fn resume(next: &mut Execution, plan: &mut Plan, next_job_id: &mut dyn FnMut() -
     } else {
         ExecutionStatus::Running
     };
+    let mut entered = Plan::default();
+    if next.steps[index].status == StepStatus::Pending {
+        // The pause took effect at this boundary: the step has not started yet (entering an
+        // approval step parks the execution again).
+        steps::enter(next, index, &mut entered, now, next_job_id);
+    }
     plan.events.push(Event::new(
         names::INSTANCE_RESUMED,
         json!({ "execution_id": next.id, "run": next.run, "status": next.status.as_str() }),
     ));
-    if next.steps[index].status == StepStatus::Pending {
-        // The pause took effect at this boundary: the step has no job yet.
-        let job = step_job(&next.id, index, &next.pipeline.steps[index], next_job_id());
-        next.steps[index].status = StepStatus::Queued;
-        next.steps[index].job_id = Some(job.id.clone());
-        plan.events.push(enqueued_event(&job));
-        plan.jobs.push(job);
-    }
+    plan.events.append(&mut entered.events);
+    plan.jobs.append(&mut entered.jobs);
 }
 
 #[cfg(test)]

@@ -16,6 +16,8 @@ pub mod names {
     pub const STEP_COMPLETED: &str = "execution.step.completed";
     /// The execution parked on a human.
     pub const EXECUTION_BLOCKED: &str = "execution.blocked";
+    /// Someone approved, rejected or asked for changes on a step waiting for approval.
+    pub const APPROVAL_VOTED: &str = "execution.approval.voted";
     /// The last step succeeded.
     pub const EXECUTION_COMPLETED: &str = "execution.completed";
     /// The execution failed (its failure record says why).

@@ -266,6 +266,52 @@ pub struct StepRun {
     /// Error of the latest failed attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<JobError>,
+    /// A gate's progress: polls, helper runs, verdicts (gate steps that started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<crate::gate::GateState>,
+    /// The approval this step waits for or got (approval steps, and steps with
+    /// `requires_approval` once their job succeeded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<crate::approval::ApprovalState>,
+    /// The latest request for changes that made this step run again; its runs see it in
+    /// their context as `feedback`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<crate::approval::Feedback>,
+    /// When a `sleep` step wakes (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wake_at: Option<Millis>,
+}
+
+impl StepRun {
+    /// A step not reached yet.
+    pub fn new(def: &StepDef) -> Self {
+        Self { name: def.name.clone(), kind: def.kind.name().to_string(), ..Self::blank() }
+    }
+
+    /// Back to `pending` for a new run of the step; the feedback of a request for changes is
+    /// kept (the next run should see it).
+    pub fn reset(&mut self) {
+        let feedback = self.feedback.take();
+        *self = Self { name: std::mem::take(&mut self.name), kind: std::mem::take(&mut self.kind), feedback, ..Self::blank() };
+    }
+
+    fn blank() -> Self {
+        Self {
+            name: String::new(),
+            kind: String::new(),
+            status: StepStatus::Pending,
+            job_id: None,
+            attempts: 0,
+            started_at: None,
+            finished_at: None,
+            output: None,
+            last_error: None,
+            gate: None,
+            approval: None,
+            feedback: None,
+            wake_at: None,
+        }
+    }
 }
 
 /// One run of a pipeline.
@@ -392,7 +438,11 @@ impl Execution {
     pub fn current_job(&self) -> Option<JobRef> {
         let id = self.steps.get(self.current)?.job_id.clone()?;
         let def = self.pipeline.steps.get(self.current)?;
-        Some(JobRef { id, queue: def.queue.clone(), kind: def.kind.name().to_string() })
+        let (queue, kind) = match &def.kind {
+            StepKind::Gate(gate) => crate::gate::live_job_lane(gate, def, self.steps[self.current].gate.as_ref()),
+            _ => (def.queue.clone(), def.kind.name().to_string()),
+        };
+        Some(JobRef { id, queue, kind })
     }
 }
 
@@ -470,22 +520,7 @@ pub struct StartRequest {
 
 /// Plans a new execution with id `id`, whose first step's job gets `first_job_id`.
 pub fn plan_start(req: StartRequest, id: String, first_job_id: String, now: Millis) -> Plan {
-    let steps: Vec<StepRun> = req
-        .pipeline
-        .steps
-        .iter()
-        .map(|s| StepRun {
-            name: s.name.clone(),
-            kind: s.kind.name().to_string(),
-            status: StepStatus::Pending,
-            job_id: None,
-            attempts: 0,
-            started_at: None,
-            finished_at: None,
-            output: None,
-            last_error: None,
-        })
-        .collect();
+    let steps: Vec<StepRun> = req.pipeline.steps.iter().map(StepRun::new).collect();
     let mut exec = Execution {
         id: id.clone(),
         pipeline_id: req.pipeline.id.clone(),
@@ -509,20 +544,18 @@ pub fn plan_start(req: StartRequest, id: String, first_job_id: String, now: Mill
         updated_at: now,
         rev: 0,
     };
-    let job = step_job(&id, 0, &exec.pipeline.steps[0], first_job_id);
-    exec.steps[0].status = StepStatus::Queued;
-    exec.steps[0].job_id = Some(job.id.clone());
-    let events = vec![
-        Event::new(
-            names::EXECUTION_STARTED,
-            json!({
-                "execution_id": id, "pipeline": exec.pipeline_id,
-                "pipeline_version": exec.pipeline_version, "target": exec.target, "run": 1,
-            }),
-        ),
-        enqueued_event(&job),
-    ];
-    Plan { execution: Some(exec), jobs: vec![job], events, ..Plan::default() }
+    let mut plan = Plan::default();
+    plan.events.push(Event::new(
+        names::EXECUTION_STARTED,
+        json!({
+            "execution_id": id, "pipeline": exec.pipeline_id,
+            "pipeline_version": exec.pipeline_version, "target": exec.target, "run": 1,
+        }),
+    ));
+    let mut first = Some(first_job_id);
+    crate::steps::enter(&mut exec, 0, &mut plan, now, &mut || first.take().unwrap_or_default());
+    plan.execution = Some(exec);
+    plan
 }
 
 impl Execution {
@@ -537,7 +570,8 @@ impl Execution {
 
     /// The document handed to a step as `SLUICE_CONTEXT` and used to render placeholders:
     /// `{"execution": {...}, "input": {...}, "steps": {"<name>": {"status", "output"}}}`.
-    /// Only steps before `upto` are included.
+    /// Only steps before `upto` are included; a step run again after a request for changes
+    /// also gets `"feedback": {"text", "by", "at", "from_step"}`.
     pub fn context(&self, upto: usize) -> Value {
         let mut steps = serde_json::Map::new();
         for s in self.steps.iter().take(upto) {
@@ -546,14 +580,18 @@ impl Execution {
                 json!({ "status": s.status, "output": s.output.clone().unwrap_or(Value::Null) }),
             );
         }
-        json!({
+        let mut context = json!({
             "execution": {
                 "id": self.id, "pipeline": self.pipeline_id, "run": self.run,
                 "target": self.target, "step": self.steps.get(upto).map(|s| s.name.clone()),
             },
             "input": self.input,
             "steps": steps,
-        })
+        });
+        if let Some(feedback) = self.steps.get(upto).and_then(|s| s.feedback.as_ref()) {
+            context["feedback"] = json!(feedback);
+        }
+        context
     }
 
     /// Folds the live state of the current step's job into the view (a leased job shows
@@ -574,24 +612,21 @@ impl Execution {
         }
     }
 
-    fn fail(&mut self, failure: Failure, now: Millis) -> Plan {
+    /// Fails the execution with `failure`: its event goes into `plan`, the target is
+    /// released.
+    pub(crate) fn fail_into(&mut self, failure: Failure, plan: &mut Plan, now: Millis) {
         self.status = ExecutionStatus::Failed;
         set_once(&mut self.finished_at, now);
         self.updated_at = now;
-        let event = Event::new(
+        plan.events.push(Event::new(
             names::EXECUTION_FAILED,
             json!({
                 "execution_id": self.id, "run": self.run, "kind": failure.kind,
                 "step": failure.step, "message": failure.message,
             }),
-        );
+        ));
         self.failure = Some(failure);
-        Plan {
-            execution: Some(self.clone()),
-            release_target: self.target.clone(),
-            events: vec![event],
-            ..Plan::default()
-        }
+        plan.release_target.clone_from(&self.target);
     }
 }
 
@@ -640,14 +675,13 @@ pub fn plan_settle(
     now: Millis,
     next_job_id: &mut dyn FnMut() -> String,
 ) -> Plan {
-    let mut events = settlement_events(job, settlement);
+    let events = settlement_events(job, settlement);
     if !exec.owns(job) {
         return Plan { events, ..Plan::default() };
     }
     let mut next = exec.clone();
     next.updated_at = now;
     let index = exec.current;
-    let last = index + 1 == next.steps.len();
     {
         let step = &mut next.steps[index];
         step.attempts = step.attempts.max(job.attempts);
@@ -655,49 +689,21 @@ pub fn plan_settle(
             set_once(&mut step.started_at, started);
         }
     }
+    let mut plan = Plan { events, ..Plan::default() };
+    if let StepKind::Gate(gate) = &exec.pipeline.steps[index].kind {
+        crate::gate::settle(&mut next, index, gate, job, settlement, &mut plan, now, next_job_id);
+        plan.execution = Some(next);
+        return plan;
+    }
     match settlement {
-        Settlement::Deferred { .. } => {
-            next.steps[index].status = StepStatus::Waiting;
-            Plan { execution: Some(next), events, ..Plan::default() }
-        }
+        Settlement::Deferred { .. } => next.steps[index].status = StepStatus::Waiting,
         Settlement::Retry { error, .. } => {
             let step = &mut next.steps[index];
             step.status = StepStatus::Queued;
             step.last_error = Some(error.clone());
-            Plan { execution: Some(next), events, ..Plan::default() }
         }
         Settlement::Completed { output } => {
-            let step = &mut next.steps[index];
-            step.status = StepStatus::Succeeded;
-            step.output = Some(output.clone());
-            set_once(&mut step.finished_at, now);
-            events.push(Event::new(
-                names::STEP_COMPLETED,
-                json!({
-                    "execution_id": next.id, "run": next.run, "step": index,
-                    "name": step.name, "attempt": job.attempts, "job_id": job.id,
-                }),
-            ));
-            if last {
-                next.status = ExecutionStatus::Completed;
-                set_once(&mut next.finished_at, now);
-                events.push(Event::new(
-                    names::EXECUTION_COMPLETED,
-                    json!({ "execution_id": next.id, "run": next.run }),
-                ));
-                let release_target = next.target.clone();
-                return Plan { execution: Some(next), release_target, events, ..Plan::default() };
-            }
-            next.current = index + 1;
-            if next.status == ExecutionStatus::Paused {
-                // Takes effect at this boundary: the next step waits for `resume`.
-                return Plan { execution: Some(next), events, ..Plan::default() };
-            }
-            let job = step_job(&next.id, index + 1, &next.pipeline.steps[index + 1], next_job_id());
-            next.steps[index + 1].status = StepStatus::Queued;
-            next.steps[index + 1].job_id = Some(job.id.clone());
-            events.push(enqueued_event(&job));
-            Plan { execution: Some(next), jobs: vec![job], events, ..Plan::default() }
+            crate::steps::succeed(&mut next, index, output.clone(), Some((&job.id, job.attempts)), &mut plan, now, next_job_id);
         }
         Settlement::Failed { error } => {
             let step = &mut next.steps[index];
@@ -724,18 +730,17 @@ pub fn plan_settle(
                 run: next.run,
                 occurred_at: now,
             };
-            let mut plan = next.fail(failure, now);
-            events.append(&mut plan.events);
-            plan.events = events;
-            plan
+            next.fail_into(failure, &mut plan, now);
         }
     }
+    plan.execution = Some(next);
+    plan
 }
 
 /// Plans what cancelling the pending job `job` does to its execution: the step is cancelled
 /// and the execution fails with kind `cancelled`.
 pub fn plan_job_cancelled(exec: &Execution, job: &Job, now: Millis) -> Plan {
-    let mut events = vec![job_event(names::JOB_CANCELLED, job, json!({}))];
+    let events = vec![job_event(names::JOB_CANCELLED, job, json!({}))];
     if !exec.owns(job) {
         return Plan { events, ..Plan::default() };
     }
@@ -754,9 +759,9 @@ pub fn plan_job_cancelled(exec: &Execution, job: &Job, now: Millis) -> Plan {
         run: next.run,
         occurred_at: now,
     };
-    let mut plan = next.fail(failure, now);
-    events.append(&mut plan.events);
-    plan.events = events;
+    let mut plan = Plan { events, ..Plan::default() };
+    next.fail_into(failure, &mut plan, now);
+    plan.execution = Some(next);
     plan
 }
 

@@ -13,17 +13,22 @@
 //!   is reproducible in tests;
 //! - set-once timestamps (`started_at`, `finished_at`) are never moved by a replay.
 
+pub mod approval;
 pub mod clock;
 pub mod control;
 pub mod describe;
 pub mod duration;
 pub mod event;
 pub mod execution;
+pub mod gate;
 pub mod ids;
 pub mod job;
 pub mod pipeline;
 mod pipeline_validate;
 pub mod retry;
+mod steps;
+#[cfg(test)]
+mod testing;
 pub mod template;
 
 pub use clock::{Clock, FakeClock, SystemClock};

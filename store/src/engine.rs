@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use sluice_core::approval::{self, Vote, VoteRefusal, Voter};
 use sluice_core::control::{self, Action, Decision, Operator, Refusal};
 use sluice_core::execution::{self, Plan};
 use sluice_core::ids;
@@ -45,15 +46,15 @@ pub enum Cancelled {
     NotPending(JobStatus),
 }
 
-/// What an operator action did.
+/// What an operator action or an approval vote did; `R` is why it may be refused.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Acted {
+pub enum Acted<R = Refusal> {
     /// Committed; the execution as it is now.
     Applied(Box<Execution>),
     /// Nothing to do (cancel of a terminal execution); the execution as it is.
     Unchanged(Box<Execution>),
-    /// Not allowed in the execution's state.
-    Refused(Refusal),
+    /// Not allowed in the execution's state (or not by this caller).
+    Refused(R),
     /// A retry or restart needs the target, which another execution holds.
     TargetBusy {
         /// The target.
@@ -183,11 +184,31 @@ impl Engine {
     /// # Errors
     /// Redis errors, a malformed id, unreadable records, or [`StoreError::Contended`].
     pub async fn act(&self, id: &str, action: Action, operator: &Operator) -> Result<Acted, StoreError> {
+        self.operate(id, |exec, now, ids| control::plan_action(exec, action, operator, now, ids)).await
+    }
+
+    /// Casts an approval vote on step `index` of execution `id` (see
+    /// `sluice_core::approval`), re-planning on fresh state when the execution moved
+    /// meanwhile.
+    ///
+    /// # Errors
+    /// Redis errors, a malformed id, unreadable records, or [`StoreError::Contended`].
+    pub async fn vote(&self, id: &str, index: usize, vote: &Vote, voter: &Voter) -> Result<Acted<VoteRefusal>, StoreError> {
+        self.operate(id, |exec, now, ids| approval::plan_vote(exec, index, vote, voter, now, ids)).await
+    }
+
+    /// Reads execution `id`, plans with `planner` and commits under its revision, again on
+    /// fresh state while the revision moved in between.
+    async fn operate<R>(
+        &self,
+        id: &str,
+        planner: impl Fn(&Execution, Millis, &mut dyn FnMut() -> String) -> Result<Decision, R>,
+    ) -> Result<Acted<R>, StoreError> {
         for _ in 0..MAX_RACES {
             let Some(exec) = self.store.get_execution(id).await? else { return Ok(Acted::NotFound) };
             let now = self.now();
             let shard = ids::shard_of(&exec.id, ids::EXECUTION)?;
-            let plan = match control::plan_action(&exec, action, operator, now, &mut || Self::job_id(shard)) {
+            let plan = match planner(&exec, now, &mut || Self::job_id(shard)) {
                 Err(refusal) => return Ok(Acted::Refused(refusal)),
                 Ok(Decision::Unchanged) => return Ok(Acted::Unchanged(Box::new(exec))),
                 Ok(Decision::Apply(plan)) => *plan,
