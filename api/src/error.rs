@@ -21,6 +21,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
+use sluice_core::approval::VoteRefusal;
 use sluice_core::control::Refusal;
 use sluice_core::{ExecutionStatus, JobStatus, Problem};
 use sluice_store::StoreError;
@@ -57,6 +58,10 @@ pub const CODES: &[&str] = &[
     "EXECUTION_NOT_PAUSABLE",
     "EXECUTION_NOT_PAUSED",
     "STEP_OUT_OF_RANGE",
+    "STEP_NOT_FOUND",
+    "NOT_AWAITING_APPROVAL",
+    "NOT_AN_APPROVER",
+    "NOTHING_TO_REWORK",
     "UNAUTHORIZED",
     "FORBIDDEN",
     "NOT_READY",
@@ -122,6 +127,10 @@ pub(crate) struct ProblemDocument {
     /// execution's status.
     #[schema(required = false)]
     execution_status: ExecutionStatus,
+    /// `STEP_NOT_FOUND`, `NOT_AWAITING_APPROVAL`, `NOT_AN_APPROVER`, `NOTHING_TO_REWORK`:
+    /// the step (its name).
+    #[schema(required = false)]
+    step: String,
     /// `FORBIDDEN`: the role of the caller's token.
     #[schema(required = false)]
     role: String,
@@ -185,6 +194,18 @@ problem_responses! {
     /// `STEP_OUT_OF_RANGE`: the step to restart from is not in the pipeline, or a step
     /// before it has not succeeded.
     StepOutOfRange;
+    /// `STEP_NOT_FOUND`: the execution has no step with this name or index (`step`).
+    StepNotFound;
+    /// `NOT_AWAITING_APPROVAL`: the step does not wait for an approval (it is not blocked
+    /// on one, or the execution moved on).
+    NotAwaitingApproval;
+    /// `FORBIDDEN`: the token's role may not call this operation (`role`,
+    /// `required_role`); or `NOT_AN_APPROVER`: the caller is not among the step's
+    /// `approvers`.
+    NotAnApprover;
+    /// `NOTHING_TO_REWORK`: changes were asked on an `approval` step that has no step
+    /// before it to run again.
+    NothingToRework;
     /// `UNAUTHORIZED`: no valid bearer token: none was sent, the `Authorization` header is
     /// not `Bearer <token>`, or the token matches no configured token.
     Unauthorized [headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"sluice\"`."))];
@@ -302,6 +323,27 @@ pub enum ApiError {
         /// Why.
         refusal: Refusal,
     },
+    /// The execution has no such step (`STEP_NOT_FOUND`, 404).
+    #[error("execution `{id}` has no step `{step}`; its steps are {steps}")]
+    StepNotFound {
+        /// The execution.
+        id: String,
+        /// The step asked for.
+        step: String,
+        /// The names of its steps, listed.
+        steps: String,
+    },
+    /// An approval vote was refused (`NOT_AWAITING_APPROVAL`, `NOTHING_TO_REWORK`: 409;
+    /// `NOT_AN_APPROVER`: 403).
+    #[error("execution `{id}`: {}", vote_refusal_text(refusal))]
+    VoteRefused {
+        /// The execution.
+        id: String,
+        /// The step's name.
+        step: String,
+        /// Why.
+        refusal: VoteRefusal,
+    },
     /// No valid bearer token: none was sent, it is not `Bearer <token>`, or it matches no
     /// configured token (`UNAUTHORIZED`, 401, with `WWW-Authenticate: Bearer
     /// realm="sluice"`). The detail says which, never echoing the token.
@@ -334,6 +376,12 @@ pub enum ApiError {
     Internal(String),
 }
 
+fn vote_refusal_text(refusal: &VoteRefusal) -> &str {
+    match refusal {
+        VoteRefusal::NotAwaitingApproval(m) | VoteRefusal::NotAnApprover(m) | VoteRefusal::NothingToRework(m) => m,
+    }
+}
+
 fn summary(what: &str, problems: &[Problem]) -> String {
     const SHOWN: usize = 5;
     let mut text = match problems.len() {
@@ -364,7 +412,10 @@ impl ApiError {
             ApiError::RouteNotFound { .. }
             | ApiError::PipelineNotFound { .. }
             | ApiError::ExecutionNotFound { .. }
-            | ApiError::JobNotFound { .. } => StatusCode::NOT_FOUND,
+            | ApiError::JobNotFound { .. }
+            | ApiError::StepNotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::VoteRefused { refusal: VoteRefusal::NotAnApprover(_), .. } => StatusCode::FORBIDDEN,
+            ApiError::VoteRefused { .. } => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
@@ -406,6 +457,12 @@ impl ApiError {
                 Refusal::NotPaused(_) => "EXECUTION_NOT_PAUSED",
                 Refusal::StepOutOfRange(_) => "STEP_OUT_OF_RANGE",
             },
+            ApiError::StepNotFound { .. } => "STEP_NOT_FOUND",
+            ApiError::VoteRefused { refusal, .. } => match refusal {
+                VoteRefusal::NotAwaitingApproval(_) => "NOT_AWAITING_APPROVAL",
+                VoteRefusal::NotAnApprover(_) => "NOT_AN_APPROVER",
+                VoteRefusal::NothingToRework(_) => "NOTHING_TO_REWORK",
+            },
             ApiError::NotReady(_) => "NOT_READY",
             ApiError::Store(e) if store_unavailable(e) => "STORE_UNAVAILABLE",
             ApiError::Store(_) | ApiError::Internal(_) => "INTERNAL",
@@ -433,6 +490,10 @@ impl ApiError {
             "EXECUTION_NOT_PAUSABLE" => "Execution not pausable",
             "EXECUTION_NOT_PAUSED" => "Execution not paused",
             "STEP_OUT_OF_RANGE" => "Step out of range",
+            "STEP_NOT_FOUND" => "Step not found",
+            "NOT_AWAITING_APPROVAL" => "Not awaiting approval",
+            "NOT_AN_APPROVER" => "Not an approver",
+            "NOTHING_TO_REWORK" => "Nothing to rework",
             "NOT_READY" => "Not ready",
             "STORE_UNAVAILABLE" => "Store unavailable",
             _ => "Internal error",
@@ -480,6 +541,10 @@ impl ApiError {
                 if let Refusal::NotRetryable(status) | Refusal::NotPausable(status) | Refusal::NotPaused(status) = refusal {
                     ext.insert("execution_status".into(), json!(status.as_str()));
                 }
+            }
+            ApiError::StepNotFound { id, step, .. } | ApiError::VoteRefused { id, step, .. } => {
+                ext.insert("execution_id".into(), json!(id));
+                ext.insert("step".into(), json!(step));
             }
             ApiError::Forbidden { role, needed, .. } => {
                 ext.insert("role".into(), json!(role.as_str()));
@@ -595,6 +660,10 @@ mod tests {
             ApiError::Refused { id: "e".into(), refusal: Refusal::NotPausable(ExecutionStatus::Failed) },
             ApiError::Refused { id: "e".into(), refusal: Refusal::NotPaused(ExecutionStatus::Running) },
             ApiError::Refused { id: "e".into(), refusal: Refusal::StepOutOfRange("x".into()) },
+            ApiError::StepNotFound { id: "e".into(), step: "s".into(), steps: "a, b".into() },
+            ApiError::VoteRefused { id: "e".into(), step: "s".into(), refusal: VoteRefusal::NotAwaitingApproval("x".into()) },
+            ApiError::VoteRefused { id: "e".into(), step: "s".into(), refusal: VoteRefusal::NotAnApprover("x".into()) },
+            ApiError::VoteRefused { id: "e".into(), step: "s".into(), refusal: VoteRefusal::NothingToRework("x".into()) },
             ApiError::Unauthorized("x".into()),
             ApiError::Forbidden {
                 subject: "s".into(),
@@ -624,6 +693,8 @@ mod tests {
             | ApiError::TargetBusy { .. }
             | ApiError::JobNotPending { .. }
             | ApiError::Refused { .. }
+            | ApiError::StepNotFound { .. }
+            | ApiError::VoteRefused { .. }
             | ApiError::Unauthorized(_)
             | ApiError::Forbidden { .. }
             | ApiError::NotReady(_)

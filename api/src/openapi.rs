@@ -51,6 +51,7 @@ method a path does not have answers 405 `METHOD_NOT_ALLOWED` with an `Allow` hea
 const TAGS: &[(&str, &str)] = &[
     ("pipelines", "Pipeline definitions and their versions."),
     ("executions", "Runs of pipelines."),
+    ("approvals", "Human decisions on steps waiting for approval."),
     ("jobs", "Standalone jobs and the jobs that run steps."),
     (
         "probes",
