@@ -5,11 +5,9 @@
 
 mod common;
 
-use std::io::Write as _;
-use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::{Setup, expect_exit};
+use common::{Setup, cli, expect_exit, stderr, wait_for_api};
 use sluice_testkit::process::SIGTERM;
 use sluice_testkit::{free_port, wait_until};
 
@@ -19,25 +17,8 @@ const WORKER_SECRET: &str = "worker-secret-for-the-e2e-test-0123";
 /// A setup whose config also has `extra` (the `[api]` and `[auth]` sections).
 fn setup(extra: &str) -> Setup {
     let setup = Setup::new("concurrency = 1");
-    let mut file = std::fs::OpenOptions::new().append(true).open(&setup.config).expect("config file");
-    writeln!(file, "\n{extra}").expect("append to the config");
+    setup.append(extra);
     setup
-}
-
-/// Runs the CLI against `api` with `args`, without any token from the environment unless
-/// `env` gives one.
-fn cli(api: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(args)
-        .args(["--api", api])
-        .env_remove("SLUICE_TOKEN")
-        .envs(env.iter().copied())
-        .output()
-        .expect("run the CLI")
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 /// Starts `sluice api` with `extra` in its config, expects it to exit 1, returns its log.
@@ -86,11 +67,7 @@ async fn the_cli_sends_its_token_and_reports_401_and_403_with_exit_1() {
     ));
     let _api = setup.spawn_env("api", "api", &[("E2E_USER_TOKEN", USER_SECRET)]);
     let url = format!("http://127.0.0.1:{port}");
-    let healthz = format!("{url}/healthz");
-    wait_until(Duration::from_secs(15), "the api to answer", || async {
-        reqwest::get(&healthz).await.ok().filter(|r| r.status().is_success()).map(|_| ())
-    })
-    .await;
+    wait_for_api(&url).await;
     let pipeline = setup.dir.path().join("hello.toml");
     std::fs::write(&pipeline, "id = \"hello\"\n[[steps]]\nname = \"only\"\nkind = \"noop\"\n").expect("pipeline file");
     let file = pipeline.to_str().expect("a UTF-8 path");

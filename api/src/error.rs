@@ -160,8 +160,9 @@ macro_rules! problem_responses {
 
 problem_responses! {
     /// `BAD_REQUEST`: the request cannot be read: the body is not valid JSON (the detail
-    /// names the line and column), a path parameter is not valid percent-encoding, or a
-    /// query parameter has a value the operation does not know.
+    /// names the line and column), a path parameter is not valid percent-encoding or not a
+    /// valid name (a queue name), or a query parameter has a value the operation does not
+    /// know.
     BadRequest;
     /// `PAYLOAD_TOO_LARGE`: the body is larger than the limit (`limit_bytes`, 1 MiB).
     PayloadTooLarge;

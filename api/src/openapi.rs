@@ -41,8 +41,8 @@ pub const DOCUMENT_PATH: &str = "/v1/openapi.json";
 pub const BEARER_AUTH: &str = "bearerAuth";
 
 /// The document's description.
-const DESCRIPTION: &str = "The sluice control API: pipelines, executions and jobs, stored in \
-Redis.\n\nEvery error is an `application/problem+json` document (RFC 9457) with a stable \
+const DESCRIPTION: &str = "The sluice control API: pipelines, executions, jobs and queues, \
+stored in Redis.\n\nEvery error is an `application/problem+json` document (RFC 9457) with a stable \
 `code`; see the `Problem` schema. A path that no route matches answers 404 `NOT_FOUND`, a \
 method a path does not have answers 405 `METHOD_NOT_ALLOWED` with an `Allow` header. Every \
 `GET` operation also answers `HEAD`.";
@@ -53,6 +53,7 @@ const TAGS: &[(&str, &str)] = &[
     ("executions", "Runs of pipelines."),
     ("approvals", "Human decisions on steps waiting for approval."),
     ("jobs", "Standalone jobs and the jobs that run steps."),
+    ("queues", "Queue figures, and pausing and resuming queues."),
     (
         "probes",
         "Liveness and readiness; open, for load balancers and supervisors.",

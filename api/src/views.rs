@@ -21,7 +21,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sluice_core::job::Lease;
 use sluice_core::{Execution, Job, Millis, Pipeline};
-use sluice_store::{Store, StoreError, StoredPipeline};
+use sluice_store::{QueueStats, Store, StoreError, StoredPipeline};
 use utoipa::openapi::schema::{Object, Schema};
 use utoipa::openapi::{Ref, RefOr};
 use utoipa::{PartialSchema, ToSchema};
@@ -254,6 +254,65 @@ pub(crate) struct JobCancelled {
     /// The cancelled job.
     #[schema(value_type = JobView)]
     pub(crate) job: Value,
+}
+
+/// One queue's figures, summed over the shards. A queue that never held a job has zero
+/// figures (it can still be paused).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = QueueStats)]
+pub(crate) struct QueueView {
+    /// The queue name.
+    queue: String,
+    /// Pending jobs ready to run.
+    ready: u64,
+    /// Pending jobs waiting for a later time (a delay, a retry backoff).
+    delayed: u64,
+    /// Pending jobs in a worker's prefetch buffer, not started yet.
+    reserved: u64,
+    /// Running jobs.
+    running: u64,
+    /// Jobs completed since the queue first held a job.
+    completed: u64,
+    /// Jobs failed for good (retries spent, or not retryable) since then.
+    failed: u64,
+    /// Attempts that failed and were scheduled again since then.
+    retried: u64,
+    /// Pending jobs cancelled since then.
+    cancelled: u64,
+    /// How long the job waiting longest among the ready ones has waited, in ms; `null` when
+    /// none is ready.
+    oldest_ready_age_ms: Option<u64>,
+    /// Whether the queue is paused: workers lease none of its jobs (jobs already running go
+    /// on, enqueueing goes on).
+    paused: bool,
+    /// The ids of the live workers serving the queue (heard from within the last minute).
+    workers: Vec<String>,
+}
+
+impl From<QueueStats> for QueueView {
+    fn from(stats: QueueStats) -> Self {
+        Self {
+            queue: stats.queue,
+            ready: stats.ready,
+            delayed: stats.delayed,
+            reserved: stats.reserved,
+            running: stats.running,
+            completed: stats.completed,
+            failed: stats.failed,
+            retried: stats.retried,
+            cancelled: stats.cancelled,
+            oldest_ready_age_ms: stats.oldest_ready_age_ms.map(|age| u64::try_from(age).unwrap_or(0)),
+            paused: stats.paused,
+            workers: stats.workers,
+        }
+    }
+}
+
+/// Every queue's figures, sorted by name.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct QueueList {
+    /// One entry per queue that ever held a job (or only the one asked for with `?queue=`).
+    pub(crate) items: Vec<QueueView>,
 }
 
 /// The answer of a probe that passed.

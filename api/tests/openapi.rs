@@ -302,6 +302,10 @@ async fn the_document_lists_every_route_of_the_api() {
         ("POST", "/v1/jobs"),
         ("GET", "/v1/jobs/{id}"),
         ("POST", "/v1/jobs/{id}/cancel"),
+        ("GET", "/v1/queues"),
+        ("GET", "/v1/queues/{q}"),
+        ("POST", "/v1/queues/{q}/pause"),
+        ("POST", "/v1/queues/{q}/resume"),
     ]
     .into_iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))
@@ -358,7 +362,8 @@ async fn every_documented_operation_is_routed_and_nothing_else_is() {
         "/v1/",
         "/v1/openapi.yaml",
         "/metrics",
-        "/v1/queues",
+        "/v1/queues/probe/lease",
+        "/v1/workers",
         "/v1/schedules",
         "/v1/events",
         "/v1/pipelines/probe/versions",
@@ -552,6 +557,34 @@ async fn served_answers_match_their_documented_schemas() {
     .await;
     assert_eq!(failed.body["status"], "failed");
     check("GET", execution, &failed);
+
+    // Queues: every queue, one (known or not), paused and resumed, a bad name; `reports`
+    // has a ready job, so its oldest ready age is a number.
+    call(&api, "POST", "/v1/jobs", Some(json!({"queue": "reports", "kind": "noop"}))).await;
+    let reports = call(&api, "GET", "/v1/queues/reports", None).await;
+    assert!(reports.body["oldest_ready_age_ms"].is_u64(), "{reports:?}");
+    check("GET", "/v1/queues", &call(&api, "GET", "/v1/queues", None).await);
+    check(
+        "GET",
+        "/v1/queues",
+        &call(&api, "GET", "/v1/queues?queue=reports", None).await,
+    );
+    let bad_query = call(&api, "GET", "/v1/queues?queue=a%20b", None).await;
+    assert_eq!(bad_query.status, StatusCode::BAD_REQUEST);
+    check("GET", "/v1/queues", &bad_query);
+    let queue = "/v1/queues/{q}";
+    for uri in ["/v1/queues/reports", "/v1/queues/never-used"] {
+        check("GET", queue, &call(&api, "GET", uri, None).await);
+    }
+    let bad_name = call(&api, "GET", "/v1/queues/a%20b", None).await;
+    assert_eq!(bad_name.status, StatusCode::BAD_REQUEST);
+    check("GET", queue, &bad_name);
+    let paused = call(&api, "POST", "/v1/queues/reports/pause", None).await;
+    assert_eq!(paused.body["paused"], true);
+    check("POST", "/v1/queues/{q}/pause", &paused);
+    let resumed = call(&api, "POST", "/v1/queues/reports/resume", None).await;
+    assert_eq!(resumed.body["paused"], false);
+    check("POST", "/v1/queues/{q}/resume", &resumed);
 
     // Transport problems.
     let bad_json = api

@@ -20,6 +20,16 @@ use crate::retry::RetryPolicy;
 /// The queue a step runs on when it names none.
 pub const DEFAULT_QUEUE: &str = "default";
 
+/// What a queue name may be, worded to follow "is not a valid queue name; ".
+pub const QUEUE_NAME_RULE: &str = "use 1 to 64 letters, digits, `.`, `_` or `-`";
+
+/// Whether `name` is a valid queue name (`^[A-Za-z0-9._-]{1,64}$`, see [`QUEUE_NAME_RULE`]).
+/// Pipelines, the HTTP API and the worker configuration all check queue names with it.
+pub fn is_queue_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
 /// One problem found in a pipeline document.
 ///
 /// Documented as `FieldProblem`: `Problem` names the HTTP API's error document.
@@ -332,5 +342,21 @@ impl Pipeline {
     /// The index of the step called `name`.
     pub fn step_index(&self, name: &str) -> Option<usize> {
         self.steps.iter().position(|s| s.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_queue_name;
+
+    #[test]
+    fn queue_names_are_1_to_64_letters_digits_dots_underscores_or_dashes() {
+        assert!(is_queue_name("Deploy.eu-1_a"));
+        assert!(is_queue_name(&"q".repeat(64)));
+        assert!(!is_queue_name(&"q".repeat(65)));
+        assert!(!is_queue_name(""));
+        assert!(!is_queue_name("a/b"));
+        assert!(!is_queue_name("a b"));
+        assert!(!is_queue_name("é"));
     }
 }

@@ -20,7 +20,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use crate::{describe, duration};
-use crate::pipeline::{DEFAULT_QUEUE, Pipeline, Problem, StepDef, StepKind};
+use crate::pipeline::{DEFAULT_QUEUE, Pipeline, Problem, QUEUE_NAME_RULE, StepDef, StepKind, is_queue_name};
 
 /// Kinds the checker reads so far.
 const KINDS: &[&str] = &["command", "noop"];
@@ -33,7 +33,7 @@ use crate::template;
 const MAX_STEPS: usize = 256;
 /// Longest pipeline name, in characters.
 const MAX_NAME_CHARS: usize = 200;
-/// Longest id, step name or queue name, in characters.
+/// Longest id or step name, in characters (queue names: [`is_queue_name`]).
 const MAX_IDENT_CHARS: usize = 64;
 /// Bounds of `retry.max_attempts`.
 const ATTEMPTS: std::ops::RangeInclusive<u64> = 1..=100;
@@ -329,17 +329,12 @@ impl Checker {
 
     fn queue(&mut self, value: &Value, at: &str) -> Option<String> {
         let queue = self.string(value, at)?;
-        let ok = (1..=MAX_IDENT_CHARS).contains(&queue.len())
-            && queue.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-        if ok {
+        if is_queue_name(queue) {
             Some(queue.to_string())
         } else {
             self.problem(
                 at,
-                format!(
-                    "`{}` is not a valid queue name; use 1 to 64 letters, digits, `.`, `_` or `-`",
-                    quote(queue)
-                ),
+                format!("`{}` is not a valid queue name; {QUEUE_NAME_RULE}", quote(queue)),
             );
             None
         }

@@ -194,6 +194,9 @@ fn print_job(j: &Value) {
     if let Some(err) = j.get("last_error").filter(|e| !e.is_null()) {
         println!("last error: {}", s(err, "message"));
     }
+    if let Some(result) = j.get("result").filter(|r| !r.is_null()) {
+        println!("result: {result}");
+    }
 }
 
 /// `sluice pipeline apply FILE`
@@ -221,12 +224,16 @@ pub async fn pipeline_apply(c: &Client, file: &std::path::Path, as_json: bool) -
 
 /// Parses `--input`: inline JSON, or `@path` to a JSON file.
 pub fn parse_input(input: Option<&str>) -> Result<Value, ClientError> {
-    let Some(text) = input else { return Ok(json!({})) };
+    input.map_or_else(|| Ok(json!({})), |text| read_json("--input", text))
+}
+
+/// Reads the value of the JSON option `flag`: inline JSON, or `@path` to a JSON file.
+fn read_json(flag: &str, text: &str) -> Result<Value, ClientError> {
     let text = match text.strip_prefix('@') {
         Some(path) => std::fs::read_to_string(path).map_err(|e| ClientError::Input(format!("cannot read {path}: {e}")))?,
         None => text.to_string(),
     };
-    serde_json::from_str(&text).map_err(|e| ClientError::Input(format!("--input is not valid JSON: {e}")))
+    serde_json::from_str(&text).map_err(|e| ClientError::Input(format!("{flag} is not valid JSON: {e}")))
 }
 
 /// `sluice exec start`
@@ -255,30 +262,41 @@ pub async fn exec_start(
     } else {
         format!("execution {id} already exists for this idempotency key (status {})", s(&exec, "status"))
     };
-    if !wait {
-        if as_json {
-            print_json(&exec);
-        } else {
-            println!("{what}");
-        }
+    if announce(&what, &exec, wait, as_json) {
         return Ok(0);
     }
-    if !as_json {
-        println!("{what}; waiting for it to settle");
-    }
     wait_and_report(c, &id, as_json).await
+}
+
+/// Reports what a create call did (`what`, or its `answer` as JSON). Returns whether the
+/// command is done: without `wait` it is; with it, the caller goes on to wait, which is said
+/// first (unless printing JSON).
+fn announce(what: &str, answer: &Value, wait: bool, as_json: bool) -> bool {
+    match (wait, as_json) {
+        (false, true) => print_json(answer),
+        (false, false) => println!("{what}"),
+        (true, false) => println!("{what}; waiting for it to settle"),
+        (true, true) => {}
+    }
+    !wait
+}
+
+/// Prints a settled record (as JSON, or with `print`) and turns its status into the exit
+/// code: 0 completed, 1 otherwise.
+fn report_settled(record: &Value, as_json: bool, print: fn(&Value)) -> i32 {
+    if as_json {
+        print_json(record);
+    } else {
+        print(record);
+    }
+    if s(record, "status") == "completed" { 0 } else { 1 }
 }
 
 /// Waits for execution `id` to settle, prints it, and turns its status into the exit code
 /// (0 completed, 1 otherwise).
 async fn wait_and_report(c: &Client, id: &str, as_json: bool) -> Result<i32, ClientError> {
     let final_exec = wait_for(c, id, !as_json).await?;
-    if as_json {
-        print_json(&final_exec);
-    } else {
-        print_execution(&final_exec);
-    }
-    Ok(if s(&final_exec, "status") == "completed" { 0 } else { 1 })
+    Ok(report_settled(&final_exec, as_json, print_execution))
 }
 
 /// Filters of `sluice exec list`.
@@ -430,6 +448,208 @@ pub async fn job_get(c: &Client, id: &str, as_json: bool) -> Result<(), ClientEr
     Ok(())
 }
 
+/// A standalone job to enqueue (`sluice job enqueue`): the fields of `POST /v1/jobs`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct JobSpec {
+    /// Queue (default: `default`).
+    #[arg(long)]
+    pub queue: Option<String>,
+    /// Job kind (`command` runs a program; `noop` does nothing).
+    #[arg(long, default_value = "command")]
+    pub kind: String,
+    /// Payload: inline JSON, or @file (for a `command` job, give the command after `--` instead).
+    #[arg(long, conflicts_with = "run")]
+    pub payload: Option<String>,
+    /// Extra environment variable of the command, NAME=VALUE (repeatable).
+    #[arg(long = "env", value_name = "NAME=VALUE", requires = "run")]
+    pub env: Vec<String>,
+    /// Working directory of the command.
+    #[arg(long, requires = "run")]
+    pub cwd: Option<String>,
+    /// Run no earlier than this long from now (`30s`, `5m`).
+    #[arg(long)]
+    pub delay: Option<String>,
+    /// Higher runs first (-1000 to 1000, default 0).
+    #[arg(long, allow_negative_numbers = true)]
+    pub priority: Option<i32>,
+    /// Attempts in total, including the first (1 to 100, default 3).
+    #[arg(long)]
+    pub max_attempts: Option<u32>,
+    /// While a pending job of the queue holds this key, enqueueing again returns that job.
+    #[arg(long)]
+    pub dedupe_key: Option<String>,
+    /// Time limit of one attempt (`30s`, `5m`).
+    #[arg(long)]
+    pub timeout: Option<String>,
+    /// The command of a `command` job, after `--`: the program and its arguments.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub run: Vec<String>,
+}
+
+impl JobSpec {
+    /// The body of `POST /v1/jobs`. Only local input is checked here (JSON, `NAME=VALUE`);
+    /// the API checks the rest.
+    pub fn body(&self) -> Result<Value, ClientError> {
+        let mut body = json!({ "kind": self.kind });
+        let payload = if self.run.is_empty() {
+            self.payload.as_deref().map(|p| read_json("--payload", p)).transpose()?
+        } else {
+            let mut payload = json!({ "run": self.run });
+            if !self.env.is_empty() {
+                let mut env = serde_json::Map::new();
+                for pair in &self.env {
+                    let Some((name, value)) = pair.split_once('=') else {
+                        return Err(ClientError::Input(format!("--env `{pair}` is not NAME=VALUE")));
+                    };
+                    env.insert(name.to_string(), json!(value));
+                }
+                payload["env"] = Value::Object(env);
+            }
+            if let Some(cwd) = &self.cwd {
+                payload["cwd"] = json!(cwd);
+            }
+            Some(payload)
+        };
+        let fields = [
+            ("queue", self.queue.as_ref().map(|v| json!(v))),
+            ("payload", payload),
+            ("delay", self.delay.as_ref().map(|v| json!(v))),
+            ("priority", self.priority.map(|v| json!(v))),
+            ("max_attempts", self.max_attempts.map(|v| json!(v))),
+            ("dedupe_key", self.dedupe_key.as_ref().map(|v| json!(v))),
+            ("timeout", self.timeout.as_ref().map(|v| json!(v))),
+        ];
+        for (name, value) in fields {
+            if let Some(value) = value {
+                body[name] = value;
+            }
+        }
+        Ok(body)
+    }
+}
+
+/// Whether a job status is final.
+fn job_settled(status: &str) -> bool {
+    matches!(status, "completed" | "failed" | "cancelled")
+}
+
+/// `sluice job enqueue`: prints the job (or its id); with `wait`, follows it until it settles
+/// and exits 1 unless it completed.
+pub async fn job_enqueue(c: &Client, spec: &JobSpec, wait: bool, as_json: bool) -> Result<i32, ClientError> {
+    let body = spec.body()?;
+    let (status, out) = c.call_status(reqwest::Method::POST, "/v1/jobs", Some(&body)).await?;
+    let job = out.get("job").cloned().unwrap_or_default();
+    let id = s(&job, "id").to_string();
+    // 201: a new job; 200: a pending job of the queue already holds the dedupe key.
+    let what = if status == 201 {
+        format!("enqueued job {id} on queue {}", s(&job, "queue"))
+    } else {
+        format!("job {id} of queue {} already holds this dedupe key (status {})", s(&job, "queue"), s(&job, "status"))
+    };
+    if announce(&what, &out, wait, as_json) {
+        return Ok(0);
+    }
+    let settled = wait_for_job(c, &id, !as_json).await?;
+    Ok(report_settled(&settled, as_json, print_job))
+}
+
+/// Polls a job until it settles, printing each change of status or attempt (stderr).
+async fn wait_for_job(c: &Client, id: &str, progress: bool) -> Result<Value, ClientError> {
+    let mut last = String::new();
+    loop {
+        let j = c.get(&format!("/v1/jobs/{id}")).await?;
+        let status = s(&j, "status");
+        let attempts = j.get("attempts").and_then(Value::as_u64).unwrap_or(0);
+        let line = format!("{status}:{attempts}");
+        if progress && line != last {
+            let retrying = j.get("last_error").filter(|e| status == "pending" && !e.is_null());
+            match retrying {
+                Some(err) => eprintln!("  pending: attempt {attempts} failed ({}); retrying", s(err, "message")),
+                None if attempts > 0 => eprintln!("  {status} (attempt {attempts})"),
+                None => eprintln!("  {status}"),
+            }
+        }
+        last = line;
+        if job_settled(status) {
+            return Ok(j);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The path of queue `name` under `/v1/queues` (percent-encoded, so any name reaches the
+/// API, which judges it).
+fn queue_path(name: &str, action: &str) -> String {
+    format!("/v1/queues/{}{action}", encode(name))
+}
+
+/// Prints queue figures as a table.
+fn print_queues(queues: &[Value]) {
+    println!(
+        "{:<24} {:>7} {:>7} {:>8} {:>7} {:>9} {:>6} {:>7} {:>9} {:>8} {:<6} {:>7}",
+        "QUEUE", "READY", "DELAYED", "RESERVED", "RUNNING", "COMPLETED", "FAILED", "RETRIED", "CANCELLED", "OLDEST", "PAUSED", "WORKERS"
+    );
+    let n = |q: &Value, k: &str| q.get(k).and_then(Value::as_u64).unwrap_or(0);
+    for q in queues {
+        let oldest = q
+            .get("oldest_ready_age_ms")
+            .and_then(Value::as_u64)
+            .map(|ms| sluice_core::duration::format(Duration::from_secs(ms / 1000)))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<24} {:>7} {:>7} {:>8} {:>7} {:>9} {:>6} {:>7} {:>9} {:>8} {:<6} {:>7}",
+            s(q, "queue"),
+            n(q, "ready"),
+            n(q, "delayed"),
+            n(q, "reserved"),
+            n(q, "running"),
+            n(q, "completed"),
+            n(q, "failed"),
+            n(q, "retried"),
+            n(q, "cancelled"),
+            oldest,
+            if q.get("paused").and_then(Value::as_bool).unwrap_or(false) { "yes" } else { "no" },
+            q.get("workers").and_then(Value::as_array).map_or(0, Vec::len),
+        );
+    }
+}
+
+/// `sluice queue stats [QUEUE]`
+pub async fn queue_stats(c: &Client, queue: Option<&str>, as_json: bool) -> Result<(), ClientError> {
+    let (out, items) = match queue {
+        Some(q) => {
+            let one = c.get(&queue_path(q, "")).await?;
+            (one.clone(), vec![one])
+        }
+        None => {
+            let all = c.get("/v1/queues").await?;
+            let items = all.get("items").and_then(Value::as_array).cloned().unwrap_or_default();
+            (all, items)
+        }
+    };
+    if as_json {
+        print_json(&out);
+    } else if items.is_empty() {
+        println!("no queue has held a job yet");
+    } else {
+        print_queues(&items);
+    }
+    Ok(())
+}
+
+/// `sluice queue pause|resume QUEUE`
+pub async fn queue_action(c: &Client, queue: &str, action: &str, as_json: bool) -> Result<(), ClientError> {
+    let out = c.post(&queue_path(queue, &format!("/{action}")), &json!({})).await?;
+    if as_json {
+        print_json(&out);
+    } else {
+        let done = if action == "pause" { "paused: workers lease none of its jobs until it is resumed" } else { "resumed" };
+        println!("queue {} {done}", s(&out, "queue"));
+        print_queues(&[out]);
+    }
+    Ok(())
+}
+
 /// `sluice job cancel ID`
 pub async fn job_cancel(c: &Client, id: &str, as_json: bool) -> Result<(), ClientError> {
     let out = c.post(&format!("/v1/jobs/{id}/cancel"), &json!({})).await?;
@@ -454,5 +674,53 @@ mod tests {
         }
         assert!(hint("UNAUTHORIZED").unwrap().contains("SLUICE_TOKEN"));
         assert_eq!(hint("TARGET_BUSY"), None);
+    }
+
+    #[test]
+    fn a_command_after_the_separator_is_the_payload_of_a_command_job() {
+        let spec = JobSpec {
+            kind: "command".into(),
+            run: vec!["sh".into(), "-c".into(), "echo hi".into()],
+            env: vec!["A=b=c".into()],
+            cwd: Some("/srv".into()),
+            queue: Some("mail".into()),
+            priority: Some(-5),
+            ..JobSpec::default()
+        };
+        assert_eq!(
+            spec.body().unwrap(),
+            json!({"kind": "command", "queue": "mail", "priority": -5,
+                   "payload": {"run": ["sh", "-c", "echo hi"], "env": {"A": "b=c"}, "cwd": "/srv"}})
+        );
+        let bad_env = JobSpec { env: vec!["A".into()], ..spec };
+        assert!(matches!(bad_env.body(), Err(ClientError::Input(m)) if m.contains("NAME=VALUE")));
+    }
+
+    #[test]
+    fn a_payload_option_is_json_and_options_left_out_are_not_sent() {
+        let spec = JobSpec {
+            kind: "noop".into(),
+            payload: Some(r#"{"to": "ops"}"#.into()),
+            delay: Some("5m".into()),
+            max_attempts: Some(2),
+            dedupe_key: Some("k".into()),
+            timeout: Some("30s".into()),
+            ..JobSpec::default()
+        };
+        assert_eq!(
+            spec.body().unwrap(),
+            json!({"kind": "noop", "payload": {"to": "ops"}, "delay": "5m", "max_attempts": 2,
+                   "dedupe_key": "k", "timeout": "30s"})
+        );
+        let bare = JobSpec { kind: "noop".into(), ..JobSpec::default() };
+        assert_eq!(bare.body().unwrap(), json!({"kind": "noop"}));
+        let broken = JobSpec { payload: Some("{oops".into()), ..bare };
+        assert!(matches!(broken.body(), Err(ClientError::Input(m)) if m.starts_with("--payload is not valid JSON")));
+    }
+
+    #[test]
+    fn queue_names_are_percent_encoded_in_paths() {
+        assert_eq!(queue_path("mail", "/pause"), "/v1/queues/mail/pause");
+        assert_eq!(queue_path("a/b c", ""), "/v1/queues/a%2Fb%20c");
     }
 }

@@ -422,8 +422,8 @@ fn check_with(c: &Config, env: EnvLookup<'_>) -> anyhow::Result<()> {
         problems.push(format!("log.format `{}` must be auto, human or json", c.log.format));
     }
     for q in &c.worker.queues {
-        if q.is_empty() || q.len() > 64 || !q.chars().all(|ch| ch.is_ascii_alphanumeric() || "._-".contains(ch)) {
-            problems.push(format!("worker.queues: `{q}` is not a queue name (letters, digits, . _ -)"));
+        if !sluice_core::pipeline::is_queue_name(q) {
+            problems.push(format!("worker.queues: `{q}` is not a valid queue name; {}", sluice_core::pipeline::QUEUE_NAME_RULE));
         }
     }
     if let Err(e) = worker_config(c).check() {

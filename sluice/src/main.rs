@@ -14,7 +14,7 @@ mod telemetry;
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::config::Overrides;
 
@@ -110,6 +110,18 @@ enum Command {
         command: JobCommand,
         #[command(flatten)]
         client: ClientArgs,
+    },
+    /// Queues: their figures, pause and resume.
+    Queue {
+        #[command(subcommand)]
+        command: QueueCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Prints a shell completion script, e.g. `sluice completions bash > /etc/bash_completion.d/sluice`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
     },
 }
 
@@ -222,6 +234,14 @@ enum ExecCommand {
 
 #[derive(Debug, Subcommand)]
 enum JobCommand {
+    /// Enqueues a standalone job, e.g. `sluice job enqueue --queue mail -- ./send-digest --daily`.
+    Enqueue {
+        #[command(flatten)]
+        spec: Box<client::JobSpec>,
+        /// Wait for the job to settle, showing its progress; exit 1 unless it completed.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Shows a job.
     Get {
         /// Job id.
@@ -231,6 +251,26 @@ enum JobCommand {
     Cancel {
         /// Job id.
         id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum QueueCommand {
+    /// Shows the figures of every queue, or of one: jobs by status, oldest ready job, paused,
+    /// live workers.
+    Stats {
+        /// Only this queue.
+        queue: Option<String>,
+    },
+    /// Pauses a queue: workers lease none of its jobs (running ones finish) until it is resumed.
+    Pause {
+        /// Queue name.
+        queue: String,
+    },
+    /// Resumes a paused queue.
+    Resume {
+        /// Queue name.
+        queue: String,
     },
 }
 
@@ -365,6 +405,21 @@ fn exit_quietly_on_closed_pipe() {
     }));
 }
 
+/// Prints the completion script of `shell`. A closed pipe (`| head`) is not an error.
+fn completions(shell: clap_complete::Shell) -> i32 {
+    use std::io::Write as _;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "sluice", &mut script);
+    match std::io::stdout().lock().write_all(&script) {
+        Ok(()) => 0,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
+        Err(e) => {
+            eprintln!("error: cannot write the completion script: {e}");
+            1
+        }
+    }
+}
+
 fn main() {
     exit_quietly_on_closed_pipe();
     let cli = Cli::parse();
@@ -431,10 +486,20 @@ fn main() {
         Command::Job { command, client } => {
             let json = client.json;
             match command {
+                JobCommand::Enqueue { spec, wait } => run_client(&client, async move |c| client::job_enqueue(c, &spec, wait, json).await),
                 JobCommand::Get { id } => run_client(&client, async move |c| client::job_get(c, &id, json).await.map(|()| 0)),
                 JobCommand::Cancel { id } => run_client(&client, async move |c| client::job_cancel(c, &id, json).await.map(|()| 0)),
             }
         }
+        Command::Queue { command, client } => {
+            let json = client.json;
+            match command {
+                QueueCommand::Stats { queue } => run_client(&client, async move |c| client::queue_stats(c, queue.as_deref(), json).await.map(|()| 0)),
+                QueueCommand::Pause { queue } => run_client(&client, async move |c| client::queue_action(c, &queue, "pause", json).await.map(|()| 0)),
+                QueueCommand::Resume { queue } => run_client(&client, async move |c| client::queue_action(c, &queue, "resume", json).await.map(|()| 0)),
+            }
+        }
+        Command::Completions { shell } => completions(shell),
     };
     std::process::exit(code);
 }

@@ -1,13 +1,14 @@
 //! Shared pieces of the end-to-end tests: a private Redis, a config file pointing at it, the
-//! real `sluice` binary as child processes, and raw reads of the Redis keys that the
-//! invariant checks use (deliberately not through the store crate under test).
+//! real `sluice` binary as child processes and as the CLI, and raw reads of the Redis keys
+//! that the invariant checks use (deliberately not through the store crate under test).
 
 #![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,6 +40,12 @@ impl Setup {
         );
         std::fs::write(&config, text).expect("write config");
         Setup { redis, dir, config }
+    }
+
+    /// Appends `extra` (more sections, such as `[api]` and `[auth]`) to the config file.
+    pub fn append(&self, extra: &str) {
+        let mut file = OpenOptions::new().append(true).open(&self.config).expect("config file");
+        writeln!(file, "\n{extra}").expect("append to the config");
     }
 
     /// The log file of the process called `name` (every restart appends to it).
@@ -87,6 +94,45 @@ impl Setup {
     pub fn raw(&self) -> redis::Connection {
         self.redis.conn()
     }
+}
+
+/// Runs `sluice args` to its end, without the CLI's settings from the environment
+/// (`SLUICE_API_URL`, `SLUICE_TOKEN`) unless `env` gives them.
+pub fn sluice(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .env_remove("SLUICE_TOKEN")
+        .env_remove("SLUICE_API_URL")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the CLI")
+}
+
+/// Runs the CLI against the API at `api` (given as `SLUICE_API_URL`, so that it works after
+/// a `--`) with `args`, without any token from the environment unless `env` gives one.
+pub fn cli(api: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let env: Vec<(&str, &str)> = [("SLUICE_API_URL", api)].into_iter().chain(env.iter().copied()).collect();
+    sluice(args, &env)
+}
+
+/// The standard output of a CLI run, as text.
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The standard error of a CLI run, as text.
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Waits until the API at `url` answers its liveness probe.
+pub async fn wait_for_api(url: &str) {
+    let healthz = format!("{url}/healthz");
+    wait_until(Duration::from_secs(15), "the api to answer", || async {
+        reqwest::get(&healthz).await.ok().filter(|r| r.status().is_success()).map(|_| ())
+    })
+    .await;
 }
 
 /// Applies `toml` and starts `n` executions of it with input `{"n": i}`; returns their ids.

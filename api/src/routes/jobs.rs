@@ -15,6 +15,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use sluice_core::job::{MAX_PRIORITY, NewJob, kinds};
+use sluice_core::pipeline::{QUEUE_NAME_RULE, is_queue_name};
 use sluice_core::{Millis, Problem, RetryPolicy, ids};
 use sluice_store::engine::Cancelled;
 use sluice_store::{EnqueueOutcome, StoreError};
@@ -104,14 +105,6 @@ pub(crate) struct CommandPayload {
     env: Option<BTreeMap<String, String>>,
     /// The working directory.
     cwd: Option<String>,
-}
-
-/// `^[A-Za-z0-9._-]{1,64}$`.
-fn is_queue_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 /// `^[a-z][a-z0-9_.-]{0,63}$`.
@@ -225,10 +218,7 @@ fn parse_enqueue(body: &Value, shards: u32, now: Millis) -> Result<NewJob, Vec<P
         Some(q) if !is_queue_name(q) => {
             problems.push(Problem::new(
                 "queue",
-                format!(
-                    "`{}` is not a valid queue name; use 1 to 64 letters, digits, `.`, `_` or `-`",
-                    quote(q)
-                ),
+                format!("`{}` is not a valid queue name; {QUEUE_NAME_RULE}", quote(q)),
             ));
             None
         }
@@ -539,13 +529,10 @@ mod tests {
     }
 
     #[test]
-    fn kind_and_queue_names() {
+    fn kind_names() {
         assert!(is_kind_name("a"));
         assert!(is_kind_name("acme.build_v2-x"));
         assert!(!is_kind_name("1a"));
         assert!(!is_kind_name(&format!("a{}", "b".repeat(64))));
-        assert!(is_queue_name("Deploy.eu-1_a"));
-        assert!(!is_queue_name(""));
-        assert!(!is_queue_name("a/b"));
     }
 }

@@ -51,6 +51,7 @@ pub mod executions;
 pub mod health;
 pub mod jobs;
 pub mod pipelines;
+pub mod queues;
 
 /// The routes that need no token: the probes and the OpenAPI document.
 pub fn open() -> OpenApiRouter<AppState> {
@@ -79,6 +80,10 @@ pub fn v1() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::enqueue))
         .routes(routes!(jobs::get))
         .routes(routes!(jobs::cancel))
+        .routes(routes!(queues::list))
+        .routes(routes!(queues::get))
+        .routes(routes!(queues::pause))
+        .routes(routes!(queues::resume))
 }
 
 /// Every route with its documentation: [`open()`] and [`v1()`], the latter marked as

@@ -1,0 +1,160 @@
+//! The CLI of the real binary against `sluice up` (API, scheduler and a worker on queues
+//! `default` and `cli`) over a private Redis: standalone jobs and queue figures, `--json`
+//! output that parses, a refused operation that exits 1 naming its problem code, and shell
+//! completion scripts.
+
+mod common;
+
+use std::process::Output;
+
+use common::{Setup, cli, sluice, stderr, stdout, wait_for_api};
+use serde_json::Value;
+use sluice_testkit::free_port;
+use sluice_testkit::process::Child;
+
+/// A running `sluice up` and the URL of its API. The processes live as long as this.
+struct Up {
+    setup: Setup,
+    _up: Child,
+    url: String,
+}
+
+impl Up {
+    /// Runs the CLI with `args`; fails the test unless it exits 0.
+    fn ok(&self, args: &[&str]) -> Output {
+        let out = cli(&self.url, args, &[]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "sluice {args:?}\nstdout: {}\nstderr: {}\nlog: {}",
+            stdout(&out),
+            stderr(&out),
+            self.setup.log_tail("up", 20)
+        );
+        out
+    }
+
+    /// Runs the CLI with `args` and `--json` (before a `--`); the printed JSON.
+    fn json(&self, args: &[&str]) -> Value {
+        let mut args = args.to_vec();
+        args.insert(args.iter().position(|a| *a == "--").unwrap_or(args.len()), "--json");
+        let out = self.ok(&args);
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("sluice {args:?} printed no JSON ({e}): {}", stdout(&out)))
+    }
+}
+
+async fn up() -> Up {
+    let port = free_port();
+    let setup = Setup::new("queues = [\"default\", \"cli\"]\nconcurrency = 2");
+    setup.append(&format!("[api]\nlisten = \"127.0.0.1:{port}\"\n\n[auth]\nenabled = false\n"));
+    let up = setup.spawn("up", "up");
+    let url = format!("http://127.0.0.1:{port}");
+    wait_for_api(&url).await;
+    Up { setup, _up: up, url }
+}
+
+/// The counts of `queue` in the JSON of `sluice queue stats QUEUE --json`.
+fn counts(queue: &Value) -> [u64; 5] {
+    ["ready", "delayed", "running", "completed", "failed"]
+        .map(|k| queue[k].as_u64().unwrap_or_else(|| panic!("no `{k}` in {queue}")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueued_jobs_show_in_the_queue_stats_and_a_refused_cancel_exits_1() {
+    let up = up().await;
+    // `held` has no worker: its jobs stay where they are.
+    for _ in 0..2 {
+        let enqueued = up.json(&["job", "enqueue", "--queue", "held", "--", "true"]);
+        assert_eq!(enqueued["job"]["status"], "pending", "{enqueued}");
+    }
+    let delayed = up.ok(&["job", "enqueue", "--queue", "held", "--kind", "noop", "--delay", "1h"]);
+    assert!(stdout(&delayed).starts_with("enqueued job job_"), "{}", stdout(&delayed));
+
+    // `cli` has a worker: `--wait` follows the job until it completes.
+    let done = up.json(&["job", "enqueue", "--queue", "cli", "--wait", "--", "sh", "-c", "echo hello"]);
+    assert_eq!((done["status"].as_str(), done["attempts"].as_u64()), (Some("completed"), Some(1)), "{done}");
+    let failing = cli(&up.url, &["job", "enqueue", "--queue", "cli", "--max-attempts", "1", "--wait", "--", "false"], &[]);
+    assert_eq!(failing.status.code(), Some(1), "a job that fails exits 1: {}", stderr(&failing));
+    assert!(stdout(&failing).contains("status failed"), "{}", stdout(&failing));
+
+    let held = up.json(&["queue", "stats", "held"]);
+    assert_eq!(counts(&held), [2, 1, 0, 0, 0], "{held}");
+    assert_eq!(held["paused"], false);
+    let served = up.json(&["queue", "stats", "cli"]);
+    assert_eq!(counts(&served), [0, 0, 0, 1, 1], "{served}");
+    assert_eq!(served["workers"].as_array().map(Vec::len), Some(1), "the worker of `up` serves `cli`: {served}");
+    let all = up.json(&["queue", "stats"]);
+    let names: Vec<&str> = all["items"].as_array().unwrap().iter().map(|q| q["queue"].as_str().unwrap()).collect();
+    assert_eq!(names, ["cli", "held"], "{all}");
+    let table = stdout(&up.ok(&["queue", "stats"]));
+    assert!(table.starts_with("QUEUE") && table.lines().count() == 3, "{table}");
+
+    let paused = up.json(&["queue", "pause", "held"]);
+    assert_eq!(paused["paused"], true);
+    assert_eq!(up.json(&["queue", "resume", "held"])["paused"], false);
+
+    // Only pending jobs can be cancelled: the completed one is refused.
+    let id = done["id"].as_str().unwrap();
+    let refused = cli(&up.url, &["job", "cancel", id], &[]);
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    assert!(stderr(&refused).contains("JOB_NOT_PENDING (409)"), "{}", stderr(&refused));
+    let bad_name = cli(&up.url, &["queue", "pause", "a/b"], &[]);
+    assert_eq!(bad_name.status.code(), Some(1), "{}", stderr(&bad_name));
+    assert!(stderr(&bad_name).contains("BAD_REQUEST (400)"), "{}", stderr(&bad_name));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn execution_json_output_parses_and_resuming_a_completed_execution_is_refused() {
+    let up = up().await;
+    let file = up.setup.dir.path().join("hello.toml");
+    std::fs::write(&file, "id = \"hello\"\n[[steps]]\nname = \"only\"\nkind = \"noop\"\n").expect("pipeline file");
+    up.ok(&["pipeline", "apply", file.to_str().expect("a UTF-8 path")]);
+
+    let finished = up.json(&["exec", "start", "hello", "--wait"]);
+    assert_eq!(finished["status"], "completed", "{finished}");
+    let id = finished["id"].as_str().unwrap();
+    let got = up.json(&["exec", "get", id]);
+    assert_eq!((got["id"].as_str(), got["status"].as_str()), (Some(id), Some("completed")));
+    let list = up.json(&["exec", "list", "--status", "completed"]);
+    assert_eq!(list["items"][0]["id"], id, "{list}");
+    assert!(list["next_cursor"].is_null(), "{list}");
+
+    let refused = cli(&up.url, &["exec", "resume", id], &[]);
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    assert!(stderr(&refused).contains("EXECUTION_NOT_PAUSED (409)"), "{}", stderr(&refused));
+    assert!(stdout(&refused).is_empty(), "a refusal prints nothing on stdout: {}", stdout(&refused));
+}
+
+#[test]
+fn completion_scripts_cover_the_commands() {
+    for (shell, marker) in [("bash", "_sluice()"), ("zsh", "#compdef sluice"), ("fish", "complete -c sluice")] {
+        let out = sluice(&["completions", shell], &[]);
+        assert_eq!(out.status.code(), Some(0), "{shell}: {}", stderr(&out));
+        let script = stdout(&out);
+        assert!(script.contains(marker), "{shell}: {script}");
+        for command in ["enqueue", "stats", "pause", "completions"] {
+            assert!(script.contains(command), "{shell} completes `{command}`");
+        }
+    }
+    let unknown = sluice(&["completions", "tcsh"], &[]);
+    assert_eq!(unknown.status.code(), Some(2), "an unknown shell is a usage error");
+}
+
+#[test]
+fn printing_into_a_closed_pipe_ends_quietly() {
+    // `validate` prints a line per pipeline file; its reader is gone before it writes.
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/sluice.toml");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["validate", "--config", config])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the CLI");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait for the CLI");
+    let err = stderr(&out);
+    assert!(!err.contains("panicked"), "no panic message: {err}");
+    assert_eq!(out.status.code(), Some(141), "the exit a shell expects from a closed pipe: {err}");
+}
