@@ -33,8 +33,8 @@ async fn refused_start(extra: &str) -> String {
 
 #[tokio::test]
 async fn the_api_refuses_to_start_open_on_a_public_address() {
-    let log = refused_start(&format!("[api]\nlisten = \"0.0.0.0:{}\"\n\n[auth]\nenabled = false\n", free_port())).await;
-    assert!(log.contains("auth.enabled") && log.contains("api.listen") && log.contains("loopback"), "{log}");
+    let log = refused_start(&format!("[api]\nlisten = \"0.0.0.0:{}\"\n\n[auth]\ndisabled = true\n", free_port())).await;
+    assert!(log.contains("auth.disabled") && log.contains("api.listen") && log.contains("loopback"), "{log}");
 }
 
 #[tokio::test]
@@ -45,7 +45,7 @@ async fn the_api_refuses_to_start_with_authentication_enabled_and_no_tokens() {
 
 #[tokio::test]
 async fn an_open_api_on_loopback_warns_that_anyone_on_the_machine_may_call_it() {
-    let setup = setup(&format!("[api]\nlisten = \"127.0.0.1:{}\"\n\n[auth]\nenabled = false\n", free_port()));
+    let setup = setup(&format!("[api]\nlisten = \"127.0.0.1:{}\"\n\n[auth]\ndisabled = true\n", free_port()));
     let mut api = setup.spawn("api", "api");
     wait_until(Duration::from_secs(10), "the warning about the open API", || async {
         setup.log_tail("api", 20).contains("open to anyone on this machine").then_some(())

@@ -47,7 +47,7 @@ impl Up {
 async fn up() -> Up {
     let port = free_port();
     let setup = Setup::new("queues = [\"default\", \"cli\"]\nconcurrency = 2");
-    setup.append(&format!("[api]\nlisten = \"127.0.0.1:{port}\"\n\n[auth]\nenabled = false\n"));
+    setup.append(&format!("[api]\nlisten = \"127.0.0.1:{port}\"\n\n[auth]\ndisabled = true\n"));
     let up = setup.spawn("up", "up");
     let url = format!("http://127.0.0.1:{port}");
     wait_for_api(&url).await;
@@ -143,17 +143,17 @@ fn completion_scripts_cover_the_commands() {
 
 #[test]
 fn printing_into_a_closed_pipe_ends_quietly() {
-    // `validate` prints a line per pipeline file; its reader is gone before it writes.
+    // `validate` prints a line per pipeline file into a pipe whose reader is already gone.
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/sluice.toml");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["validate", "--config", config])
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
+        .stdout(writer)
         .stderr(std::process::Stdio::piped())
-        .spawn()
+        .output()
         .expect("run the CLI");
-    drop(child.stdout.take());
-    let out = child.wait_with_output().expect("wait for the CLI");
     let err = stderr(&out);
     assert!(!err.contains("panicked"), "no panic message: {err}");
     assert_eq!(out.status.code(), Some(141), "the exit a shell expects from a closed pipe: {err}");

@@ -173,19 +173,19 @@ impl Default for LogConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSection {
-    /// Whether every `/v1` request needs a bearer token. Default `true`. Env
-    /// `SLUICE_AUTH__ENABLED`. `false` is for a first try on one machine: every caller is then
+    /// Turns bearer tokens off. Default `false` (every `/v1` request needs a token). Env
+    /// `SLUICE_AUTH__DISABLED`. `true` is for a first try on one machine: every caller is then
     /// an anonymous admin, and the API refuses to start unless `api.listen` is a loopback
     /// address.
-    pub enabled: bool,
+    pub disabled: bool,
     /// The accepted tokens, `[[auth.tokens]]`. Default: none (the API refuses to start while
-    /// authentication is enabled and no token is configured).
+    /// authentication is on and no token is configured).
     pub tokens: Vec<TokenEntry>,
 }
 
 impl Default for AuthSection {
     fn default() -> Self {
-        Self { enabled: true, tokens: Vec::new() }
+        Self { disabled: false, tokens: Vec::new() }
     }
 }
 
@@ -319,11 +319,11 @@ pub fn api_auth(c: &Config) -> anyhow::Result<Auth> {
 }
 
 fn api_auth_with(c: &Config, env: EnvLookup<'_>) -> anyhow::Result<Auth> {
-    if !c.auth.enabled {
+    if c.auth.disabled {
         if !is_loopback(&c.api.listen) {
             anyhow::bail!(
-                "auth.enabled = false is only allowed when api.listen is a loopback address (127.0.0.1, [::1] or localhost), \
-                 and api.listen is `{}`: configure [[auth.tokens]] and remove auth.enabled = false, or listen on loopback",
+                "auth.disabled = true is only allowed when api.listen is a loopback address (127.0.0.1, [::1] or localhost), \
+                 and api.listen is `{}`: configure [[auth.tokens]] and remove auth.disabled = true, or listen on loopback",
                 c.api.listen
             );
         }
@@ -331,9 +331,9 @@ fn api_auth_with(c: &Config, env: EnvLookup<'_>) -> anyhow::Result<Auth> {
     }
     if c.auth.tokens.is_empty() {
         anyhow::bail!(
-            "authentication is enabled (auth.enabled) but no token is configured: add [[auth.tokens]] entries \
+            "authentication is on (auth.disabled is not set) but no token is configured: add [[auth.tokens]] entries \
              (subject, role, and token or token_env), \
-             or set auth.enabled = false (env SLUICE_AUTH__ENABLED=false) to run open on a loopback address"
+             or set auth.disabled = true (env SLUICE_AUTH__DISABLED=true) to run open on a loopback address"
         );
     }
     let tokens = resolve_tokens(&c.auth, env)
@@ -488,9 +488,9 @@ mod tests {
     #[test]
     fn auth_is_enabled_by_default_and_refuses_to_start_without_tokens() {
         let config = parse("").unwrap();
-        assert!(config.auth.enabled);
+        assert!(!config.auth.disabled);
         let err = api_auth_with(&config, &env).unwrap_err().to_string();
-        assert!(err.contains("[[auth.tokens]]") && err.contains("auth.enabled"), "{err}");
+        assert!(err.contains("[[auth.tokens]]") && err.contains("auth.disabled"), "{err}");
     }
 
     #[test]
@@ -589,8 +589,8 @@ mod tests {
     fn unknown_keys_in_auth_are_refused() {
         let err = parse("[[auth.tokens]]\nsubject = \"x\"\nrole = \"user\"\nsecret = \"x-secret-0123456789\"\n").unwrap_err();
         assert!(err.to_string().contains("secret"), "{err}");
-        let err = parse("[auth]\ndisabled = true\n").unwrap_err();
-        assert!(err.to_string().contains("disabled"), "{err}");
+        let err = parse("[auth]\nenabled = false\n").unwrap_err();
+        assert!(err.to_string().contains("enabled"), "{err}");
     }
 
     #[test]
@@ -606,14 +606,14 @@ mod tests {
     #[test]
     fn disabled_auth_starts_only_on_a_loopback_address() {
         for listen in ["127.0.0.1:7070", "[::1]:7070", "localhost:7070"] {
-            let config = parse(&format!("[api]\nlisten = \"{listen}\"\n[auth]\nenabled = false\n")).unwrap();
+            let config = parse(&format!("[api]\nlisten = \"{listen}\"\n[auth]\ndisabled = true\n")).unwrap();
             check_with(&config, &env).unwrap();
             let auth = api_auth_with(&config, &env).unwrap_or_else(|e| panic!("{listen}: {e}"));
             assert!(!auth.is_enabled(), "{listen}");
         }
-        let config = parse("[api]\nlisten = \"0.0.0.0:7070\"\n[auth]\nenabled = false\n").unwrap();
+        let config = parse("[api]\nlisten = \"0.0.0.0:7070\"\n[auth]\ndisabled = true\n").unwrap();
         let err = api_auth_with(&config, &env).unwrap_err().to_string();
-        assert!(err.contains("auth.enabled") && err.contains("api.listen") && err.contains("0.0.0.0:7070"), "{err}");
+        assert!(err.contains("auth.disabled") && err.contains("api.listen") && err.contains("0.0.0.0:7070"), "{err}");
     }
 
     #[test]
@@ -626,15 +626,15 @@ mod tests {
     }
 
     #[test]
-    fn auth_enabled_can_be_turned_off_with_a_string_as_the_environment_gives_it() {
-        // `SLUICE_AUTH__ENABLED=false` reaches the builder as this override.
+    fn auth_can_be_turned_off_with_a_string_as_the_environment_gives_it() {
+        // `SLUICE_AUTH__DISABLED=true` reaches the builder as this override.
         let config: Config = config::Config::builder()
-            .set_override("auth.enabled", "false")
+            .set_override("auth.disabled", "true")
             .unwrap()
             .build()
             .and_then(config::Config::try_deserialize)
             .unwrap();
-        assert!(!config.auth.enabled);
+        assert!(config.auth.disabled);
     }
 
     #[test]
@@ -649,7 +649,7 @@ mod tests {
     fn the_example_config_runs_open_on_loopback() {
         let config = parse(include_str!("../../config/sluice.toml")).unwrap();
         check_with(&config, &env).unwrap();
-        assert!(!config.auth.enabled);
+        assert!(config.auth.disabled);
         assert!(!api_auth_with(&config, &env).unwrap().is_enabled());
     }
 }

@@ -84,7 +84,7 @@ fn api_auth(c: &Config) -> anyhow::Result<Auth> {
     if !auth.is_enabled() {
         tracing::warn!(
             api.listen = %c.api.listen,
-            "authentication is disabled (auth.enabled = false): the API is open to anyone on this machine"
+            "authentication is disabled (auth.disabled = true): the API is open to anyone on this machine"
         );
     }
     Ok(auth)
@@ -96,7 +96,7 @@ async fn bind_api(c: &Config, auth: &Auth) -> anyhow::Result<TcpListener> {
     let listener = TcpListener::bind(&c.api.listen).await.with_context(|| format!("cannot listen on {}", c.api.listen))?;
     let local = listener.local_addr()?;
     if !auth.is_enabled() && !local.ip().is_loopback() {
-        anyhow::bail!("auth.enabled = false is only allowed on a loopback address, and api.listen `{}` is {local}", c.api.listen);
+        anyhow::bail!("auth.disabled = true is only allowed on a loopback address, and api.listen `{}` is {local}", c.api.listen);
     }
     Ok(listener)
 }
