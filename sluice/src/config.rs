@@ -170,7 +170,7 @@ impl Default for LogConfig {
 }
 
 /// `[auth]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSection {
     /// Turns bearer tokens off. Default `false` (every `/v1` request needs a token). Env
@@ -183,11 +183,6 @@ pub struct AuthSection {
     pub tokens: Vec<TokenEntry>,
 }
 
-impl Default for AuthSection {
-    fn default() -> Self {
-        Self { disabled: false, tokens: Vec::new() }
-    }
-}
 
 /// One `[[auth.tokens]]` entry. `Debug` never shows the secret.
 #[derive(Debug, Clone, Default, Deserialize)]
