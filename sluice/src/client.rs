@@ -156,18 +156,19 @@ pub fn print_execution(e: &Value) {
         e.get("run").and_then(Value::as_u64).unwrap_or(1),
         e.get("target").and_then(Value::as_str).map(|t| format!("  target {t}")).unwrap_or_default(),
     );
-    println!("{:<24} {:<10} {:>8} {:>10}", "STEP", "STATUS", "ATTEMPTS", "DURATION");
+    println!("{:<24} {:<10} {:>8} {:>10}  DETAIL", "STEP", "STATUS", "ATTEMPTS", "DURATION");
     for step in e.get("steps").and_then(Value::as_array).into_iter().flatten() {
         let duration = match (ms(step, "started_at"), ms(step, "finished_at")) {
             (Some(a), Some(b)) => sluice_core::duration::format(Duration::from_millis(u64::try_from(b - a).unwrap_or(0))),
             _ => String::new(),
         };
         println!(
-            "{:<24} {:<10} {:>8} {:>10}",
+            "{:<24} {:<10} {:>8} {:>10}  {}",
             s(step, "name"),
             s(step, "status"),
             step.get("attempts").and_then(Value::as_u64).unwrap_or(0),
-            duration
+            duration,
+            step_detail(step)
         );
     }
     if let Some(f) = e.get("failure").filter(|f| !f.is_null()) {
@@ -176,6 +177,46 @@ pub fn print_execution(e: &Value) {
             println!("stderr tail:\n{}", tail.trim_end());
         }
     }
+}
+
+/// What a step is waiting for or went through, in a few words: a gate's polls and last
+/// summary, an approval's votes, a sleep's wake time.
+fn step_detail(step: &Value) -> String {
+    let count = |v: &Value, key: &str| v.get(key).and_then(Value::as_u64).unwrap_or(0);
+    if let Some(gate) = step.get("gate").filter(|g| g.is_object()) {
+        let mut text = format!("polls {}, helper runs {}", count(gate, "polls"), count(gate, "helper_attempts"));
+        if let Some(summary) = gate.get("last_summary").and_then(Value::as_str) {
+            text.push_str(&format!(": {summary}"));
+        }
+        return text;
+    }
+    if let Some(approval) = step.get("approval").filter(|a| a.is_object()) {
+        let voters: Vec<&str> = approval
+            .get("approvals")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.get("subject").and_then(Value::as_str))
+            .collect();
+        let mut text = format!(
+            "approval {}: {}/{}",
+            s(approval, "status"),
+            voters.len(),
+            count(approval, "required")
+        );
+        if !voters.is_empty() {
+            text.push_str(&format!(" ({})", voters.join(", ")));
+        }
+        return text;
+    }
+    if let Some(wake) = ms(step, "wake_at").filter(|_| s(step, "status") == "waiting") {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let left = u64::try_from(wake - now).unwrap_or(0);
+        return format!("wakes in {}", sluice_core::duration::format(Duration::from_millis(left)));
+    }
+    String::new()
 }
 
 fn print_job(j: &Value) {
@@ -383,6 +424,29 @@ pub async fn exec_action(
         }
         return wait_and_report(c, id, as_json).await;
     }
+    if as_json {
+        print_json(&exec);
+    } else {
+        print_execution(&exec);
+    }
+    Ok(0)
+}
+
+/// `sluice exec approve|reject|request-changes ID STEP`: casts the vote, prints the
+/// execution as it now is.
+pub async fn exec_vote(
+    c: &Client,
+    id: &str,
+    step: &str,
+    vote: &str,
+    field: Option<(&str, String)>,
+    as_json: bool,
+) -> Result<i32, ClientError> {
+    let mut body = json!({});
+    if let Some((name, text)) = field {
+        body[name] = json!(text);
+    }
+    let exec = c.post(&format!("/v1/executions/{id}/steps/{}/{vote}", encode(step)), &body).await?;
     if as_json {
         print_json(&exec);
     } else {

@@ -217,6 +217,37 @@ enum ExecCommand {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Approves a step waiting for approval (one vote per token subject).
+    Approve {
+        /// Execution id.
+        id: String,
+        /// The step: its name, or its index from 0.
+        step: String,
+        /// A comment kept with the vote.
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Rejects a step waiting for approval: the execution fails with kind `rejected`.
+    Reject {
+        /// Execution id.
+        id: String,
+        /// The step: its name, or its index from 0.
+        step: String,
+        /// Why (required).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Asks for changes: the step (or, for an approval step, the one before it) runs again
+    /// with the feedback in its context.
+    RequestChanges {
+        /// Execution id.
+        id: String,
+        /// The step: its name, or its index from 0.
+        step: String,
+        /// What to change.
+        #[arg(long)]
+        feedback: String,
+    },
     /// Resumes a paused execution.
     Resume {
         /// Execution id.
@@ -477,6 +508,15 @@ fn main() {
                 ExecCommand::Pause { id, reason } => {
                     run_client(&client, async move |c| client::exec_action(c, &id, "pause", reason, None, false, json).await)
                 }
+                ExecCommand::Approve { id, step, comment } => run_client(&client, async move |c| {
+                    client::exec_vote(c, &id, &step, "approve", comment.map(|t| ("comment", t)), json).await
+                }),
+                ExecCommand::Reject { id, step, reason } => run_client(&client, async move |c| {
+                    client::exec_vote(c, &id, &step, "reject", Some(("reason", reason)), json).await
+                }),
+                ExecCommand::RequestChanges { id, step, feedback } => run_client(&client, async move |c| {
+                    client::exec_vote(c, &id, &step, "request-changes", Some(("feedback", feedback)), json).await
+                }),
                 ExecCommand::Resume { id, reason } => {
                     run_client(&client, async move |c| client::exec_action(c, &id, "resume", reason, None, false, json).await)
                 }
