@@ -241,9 +241,12 @@ impl Engine {
         let mut failed = 0;
         for (id, token) in running {
             let Some(job) = self.store.get_job(&id).await? else { continue };
-            let outcome = Outcome::Failed(JobError::retryable(
-                "lease expired: the worker holding the job stopped heartbeating",
-            ));
+            let awaiting = job.lease.as_ref().is_some_and(|l| l.worker == crate::jobs::AWAITING_RESULT);
+            let outcome = Outcome::Failed(JobError::retryable(if awaiting {
+                "timed out: no result was posted back before the deadline"
+            } else {
+                "lease expired: the worker holding the job stopped heartbeating"
+            }));
             match self.settle(&job, &token, &outcome, None, now).await {
                 Ok(Settled::Applied(_)) => {
                     failed += 1;
