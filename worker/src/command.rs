@@ -124,10 +124,11 @@ pub struct CommandResult {
     pub stdout_bytes: u64,
     /// Bytes written to standard error in total.
     pub stderr_bytes: u64,
-    /// The parsed `SLUICE_OUTPUT` file, after exit code 0, when it was written and not blank.
+    /// The parsed `SLUICE_OUTPUT` file, when the program exited on its own (any exit code)
+    /// and wrote it, not blank.
     pub output: Option<Value>,
-    /// Why the `SLUICE_OUTPUT` file could not be used (invalid JSON, too large…); makes the
-    /// outcome a non-retryable failure despite exit code 0.
+    /// Why the `SLUICE_OUTPUT` file could not be used (invalid JSON, too large…); after exit
+    /// code 0 it makes the outcome a non-retryable failure.
     pub output_error: Option<String>,
     /// From spawn to exit.
     pub duration: Duration,
@@ -314,7 +315,9 @@ pub async fn run(
         source,
     })?;
 
-    let (output, output_error) = if status.success() && stop == Stop::Exited {
+    // Read after any exit of the program's own: a gate probe's summary may come with a
+    // non-zero exit code ([`outcome`] uses the output only after exit code 0).
+    let (output, output_error) = if status.code().is_some() && stop == Stop::Exited {
         match read_output(&output_path).await {
             Ok(output) => (output, None),
             Err(why) => (None, Some(why)),

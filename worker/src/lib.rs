@@ -11,6 +11,8 @@
 
 pub mod backend;
 pub mod command;
+pub mod gate;
+pub mod http;
 mod inflight;
 mod runtime;
 mod service;
@@ -89,4 +91,17 @@ pub fn default_worker_id() -> String {
     let host = host_name();
     let random = ulid::Ulid::generate().to_string();
     format!("{host}-{}-{}", std::process::id(), &random[random.len() - 6..])
+}
+
+/// A running job of `kind` with `payload`, attempt 1, of step 0 of execution `ex_1`.
+#[cfg(test)]
+pub(crate) fn test_job(kind: &str, payload: serde_json::Value) -> sluice_core::Job {
+    let job = serde_json::json!({
+        "id": "job_0_x", "queue": "default", "kind": kind, "payload": payload,
+        "status": "running", "priority": 0, "attempts": 1,
+        "retry": sluice_core::RetryPolicy::default(),
+        "scheduled_at": 0, "created_at": 0, "updated_at": 0,
+        "execution_id": "ex_1", "step": 0,
+    });
+    serde_json::from_value(job).expect("a valid job")
 }

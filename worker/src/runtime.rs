@@ -1,5 +1,6 @@
 //! Running one job: start it under its lease, execute it, settle it through the engine.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -7,14 +8,16 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use sluice_core::job::{Job, JobError, JobStatus, Outcome, kinds};
-use sluice_core::pipeline::StepKind;
-use sluice_core::{Execution, template};
+use sluice_core::pipeline::{GateDef, Probe, StepKind};
+use sluice_core::{Execution, Millis, template};
 use sluice_store::engine::{Engine, Settled};
 use sluice_store::{JobStart, Notifier, StoreError};
 use tokio_util::sync::CancellationToken;
 
 use crate::WorkerConfig;
 use crate::command::{self, CommandSpec};
+use crate::gate::{self, GateJob, HttpProbe};
+use crate::http::{self, HttpClient, PostSpec};
 use crate::inflight::Inflight;
 
 /// A job reserved for this worker, with its lease token.
@@ -34,6 +37,8 @@ pub(crate) struct Runtime {
     pub(crate) worker_id: String,
     pub(crate) inflight: Inflight,
     pub(crate) notifier: Notifier,
+    /// The client of every HTTP executor (steps, helpers, probes, standalone jobs).
+    pub(crate) http: HttpClient,
     pub(crate) shutting_down: AtomicBool,
     cursor: AtomicUsize,
     sources: Vec<(u32, String)>,
@@ -41,14 +46,15 @@ pub(crate) struct Runtime {
 }
 
 impl Runtime {
-    pub(crate) fn new(engine: Engine, config: WorkerConfig) -> Self {
+    pub(crate) fn new(engine: Engine, config: WorkerConfig) -> Result<Self, String> {
+        let http = HttpClient::new()?;
         let inflight = Inflight::default();
         let stopper = inflight.clone();
         let notifier = Notifier::spawn(engine.store(), &config.queues, move |job| stopper.stop(job));
         let sources = (0..engine.store().shards())
             .flat_map(|s| config.queues.iter().map(move |q| (s, q.clone())))
             .collect();
-        Self {
+        Ok(Self {
             worker_id: config.worker_id.clone(),
             engine,
             config,
@@ -58,7 +64,8 @@ impl Runtime {
             cursor: AtomicUsize::new(0),
             sources,
             healthy: AtomicBool::new(true),
-        }
+            http,
+        })
     }
 
     pub(crate) fn lease_ttl_ms(&self) -> i64 {
@@ -138,7 +145,7 @@ impl Runtime {
         let cancel = self.inflight.cancel_token(&id).unwrap_or_default();
         let guard = Guard { rt: self.clone(), job: job.clone(), token: token.clone(), armed: true };
         let started_at = std::time::Instant::now();
-        let (mut outcome, exec) = self.execute(&job, cancel.clone()).await;
+        let (mut outcome, exec) = self.execute(&job, &token, cancel.clone()).await;
         if self.inflight.is_stopped(&id) {
             // An operator stopped the execution: record the attempt as cancelled (the
             // execution no longer owns the job, so this changes nothing else).
@@ -178,9 +185,9 @@ impl Runtime {
     }
 
     /// Executes the job; returns its outcome and, for a step job, the execution as read.
-    async fn execute(&self, job: &Job, cancel: CancellationToken) -> (Outcome, Option<Execution>) {
+    async fn execute(&self, job: &Job, token: &str, cancel: CancellationToken) -> (Outcome, Option<Execution>) {
         let Some(exec_id) = &job.execution_id else {
-            return (self.execute_standalone(job, cancel).await, None);
+            return (self.execute_standalone(job, token, cancel).await, None);
         };
         let exec = loop {
             match self.engine.store().get_execution(exec_id).await {
@@ -206,40 +213,90 @@ impl Runtime {
         }
         let index = exec.current;
         let step = &exec.pipeline.steps[index];
+        let run = StepJob { job, token, exec: &exec, step: &step.name, context: exec.context(index) };
         let outcome = match &step.kind {
-            StepKind::Noop { output } => Outcome::Completed(output.clone().unwrap_or(Value::Null)),
-            StepKind::Command { run, env, cwd } => {
-                let context = exec.context(index);
-                match render_command(run, env, cwd.as_deref(), &context) {
-                    Err(message) => Outcome::Failed(JobError::terminal(format!("step `{}`: {message}", step.name))),
-                    Ok((argv, env, cwd)) => {
-                        let mut spec = CommandSpec::new(argv);
-                        spec.env = env;
-                        spec.cwd = cwd.map(PathBuf::from);
-                        spec.timeout = job.timeout_ms.map(Duration::from_millis);
-                        spec.context = context;
-                        spec.kill_grace = self.config.kill_grace;
-                        spec.sluice_env = vec![
-                            ("SLUICE_EXECUTION_ID".into(), exec.id.clone()),
-                            ("SLUICE_STEP".into(), step.name.clone()),
-                            ("SLUICE_ATTEMPT".into(), job.attempts.to_string()),
-                            ("SLUICE_RUN".into(), exec.run.to_string()),
-                            ("SLUICE_JOB_ID".into(), job.id.clone()),
-                        ];
-                        run_command(spec, cancel).await
-                    }
-                }
-            }
-            other => Outcome::Failed(JobError::terminal(format!(
-                "step `{}`: this worker has no executor for step kind `{}`",
-                step.name,
-                other.name()
-            ))),
+            StepKind::Gate(gate) => self.execute_gate(gate, &run, cancel).await,
+            StepKind::Sleep { .. } => woke(job, self.engine.now()),
+            kind => self.execute_kind(kind, &run, cancel).await,
         };
         (outcome, Some(exec))
     }
 
-    async fn execute_standalone(&self, job: &Job, cancel: CancellationToken) -> Outcome {
+    /// Runs a step of `kind`, or a gate's helper of that kind.
+    async fn execute_kind(&self, kind: &StepKind, run: &StepJob<'_>, cancel: CancellationToken) -> Outcome {
+        match kind {
+            StepKind::Noop { output } => Outcome::Completed(output.clone().unwrap_or(Value::Null)),
+            StepKind::Command { run: argv, env, cwd } => match self.command_spec(argv, env, cwd.as_deref(), run) {
+                Ok(spec) => run_command(spec, cancel).await,
+                Err(message) => run.invalid(&message),
+            },
+            StepKind::Http { url, headers, result_timeout_ms } => {
+                match render_http(url, headers, &run.context) {
+                    Ok((url, headers)) => {
+                        let spec = PostSpec::for_step(url, headers, run.context.clone(), run.job, run.token, *result_timeout_ms);
+                        self.http.post(&spec, &cancel, &|| self.engine.now()).await
+                    }
+                    Err(message) => run.invalid(&message),
+                }
+            }
+            StepKind::External { .. } => {
+                run.invalid("`external` jobs are run by external workers over the API, never by a sluice worker")
+            }
+            other => run.invalid(&format!("this worker has no executor for step kind `{}`", other.name())),
+        }
+    }
+
+    /// Runs a job of a gate step: the probe, or the helper (see [`gate::gate_job`]).
+    async fn execute_gate(&self, gate: &GateDef, run: &StepJob<'_>, cancel: CancellationToken) -> Outcome {
+        match gate::gate_job(run.job) {
+            Err(message) => run.invalid(&message),
+            Ok(GateJob::Helper) => match &gate.helper {
+                Some(helper) => self.execute_kind(&helper.kind, run, cancel).await,
+                None => run.invalid("a helper job of a gate that has no helper"),
+            },
+            Ok(GateJob::Probe) => match &gate.probe {
+                Probe::Command { run: argv, env, cwd } => match self.command_spec(argv, env, cwd.as_deref(), run) {
+                    Ok(spec) => gate::run_command_probe(spec, cancel).await,
+                    Err(message) => run.invalid(&message),
+                },
+                Probe::Http { url, headers } => match render_http(url, headers, &run.context) {
+                    Ok((url, headers)) => {
+                        let probe = HttpProbe::for_job(url, headers, run.job);
+                        gate::run_http_probe(&self.http, &probe, &cancel).await
+                    }
+                    Err(message) => run.invalid(&message),
+                },
+            },
+        }
+    }
+
+    /// The spec of a command step, command probe or command helper: rendered, with the
+    /// step's context file and `SLUICE_*` variables.
+    fn command_spec(
+        &self,
+        argv: &[String],
+        env: &BTreeMap<String, String>,
+        cwd: Option<&str>,
+        run: &StepJob<'_>,
+    ) -> Result<CommandSpec, String> {
+        let (argv, env, cwd) = render_command(argv, env, cwd, &run.context)?;
+        let mut spec = CommandSpec::new(argv);
+        spec.env = env;
+        spec.cwd = cwd.map(PathBuf::from);
+        spec.timeout = run.job.timeout_ms.map(Duration::from_millis);
+        spec.context = run.context.clone();
+        spec.kill_grace = self.config.kill_grace;
+        spec.sluice_env = vec![
+            ("SLUICE_EXECUTION_ID".into(), run.exec.id.clone()),
+            ("SLUICE_STEP".into(), run.step.to_string()),
+            ("SLUICE_ATTEMPT".into(), run.job.attempts.to_string()),
+            ("SLUICE_RUN".into(), run.exec.run.to_string()),
+            ("SLUICE_JOB_ID".into(), run.job.id.clone()),
+        ];
+        Ok(spec)
+    }
+
+    async fn execute_standalone(&self, job: &Job, token: &str, cancel: CancellationToken) -> Outcome {
         match job.kind.as_str() {
             kinds::NOOP => Outcome::Completed(job.payload.get("output").cloned().unwrap_or(Value::Null)),
             kinds::COMMAND => {
@@ -271,11 +328,42 @@ impl Runtime {
                 ];
                 run_command(spec, cancel).await
             }
+            http::KIND => match http::standalone_spec(job, token) {
+                Ok(spec) => self.http.post(&spec, &cancel, &|| self.engine.now()).await,
+                Err(message) => Outcome::Failed(JobError::terminal(message)),
+            },
             other => Outcome::Failed(JobError::terminal(format!(
                 "this worker has no executor for job kind `{other}`"
             ))),
         }
     }
+}
+
+/// A step job being run: what every executor of a step needs.
+struct StepJob<'a> {
+    job: &'a Job,
+    /// The attempt's lease token.
+    token: &'a str,
+    exec: &'a Execution,
+    /// The step's name.
+    step: &'a str,
+    /// The step's context (execution input and earlier outputs).
+    context: Value,
+}
+
+impl StepJob<'_> {
+    /// A failure another attempt cannot fix, naming the step.
+    fn invalid(&self, message: &str) -> Outcome {
+        Outcome::Failed(JobError::terminal(format!("step `{}`: {message}", self.step)))
+    }
+}
+
+/// The outcome of a `sleep` step's job. The engine enqueues it due at the wake time, so the
+/// timer is the job's due time and the job completes as soon as it is leased; a job leased
+/// early (which the engine's plan does not do) completes all the same.
+fn woke(job: &Job, now: Millis) -> Outcome {
+    let until = job.payload.get("until").cloned().unwrap_or(Value::Null);
+    Outcome::Completed(json!({ "slept_until": until, "woke_at": now }))
 }
 
 async fn run_command(spec: CommandSpec, cancel: CancellationToken) -> Outcome {
@@ -285,22 +373,32 @@ async fn run_command(spec: CommandSpec, cancel: CancellationToken) -> Outcome {
     }
 }
 
-type Rendered = (Vec<String>, std::collections::BTreeMap<String, String>, Option<String>);
+type Rendered = (Vec<String>, BTreeMap<String, String>, Option<String>);
 
 /// Substitutes `{{ … }}` placeholders in `run`, `env` values and `cwd`.
 fn render_command(
     run: &[String],
-    env: &std::collections::BTreeMap<String, String>,
+    env: &BTreeMap<String, String>,
     cwd: Option<&str>,
     context: &Value,
 ) -> Result<Rendered, String> {
     let argv = run.iter().map(|a| template::render(a, context)).collect::<Result<Vec<_>, _>>()?;
-    let env = env
-        .iter()
-        .map(|(k, v)| template::render(v, context).map(|v| (k.clone(), v)))
-        .collect::<Result<_, _>>()?;
+    let env = render_values(env, context)?;
     let cwd = cwd.map(|c| template::render(c, context)).transpose()?;
     Ok((argv, env, cwd))
+}
+
+/// Substitutes placeholders in an HTTP `url` and header values.
+fn render_http(
+    url: &str,
+    headers: &BTreeMap<String, String>,
+    context: &Value,
+) -> Result<(String, BTreeMap<String, String>), String> {
+    Ok((template::render(url, context)?, render_values(headers, context)?))
+}
+
+fn render_values(map: &BTreeMap<String, String>, context: &Value) -> Result<BTreeMap<String, String>, String> {
+    map.iter().map(|(k, v)| template::render(v, context).map(|v| (k.clone(), v))).collect()
 }
 
 /// Settles a job whose handler never finished (a panic, or the worker's time ceiling) as a
@@ -337,5 +435,29 @@ impl Drop for Guard {
                 rt.inflight.remove(&job.id);
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sleep_job_reports_when_it_was_due_and_when_it_woke() {
+        let mut job = crate::test_job("sleep", json!({"until": 5_000}));
+        assert_eq!(woke(&job, 5_020), Outcome::Completed(json!({"slept_until": 5_000, "woke_at": 5_020})));
+        job.payload = Value::Null;
+        assert_eq!(woke(&job, 7), Outcome::Completed(json!({"slept_until": null, "woke_at": 7})));
+    }
+
+    #[test]
+    fn http_placeholders_render_in_url_and_header_values() {
+        let context = json!({"input": {"env": "prod"}, "steps": {"build": {"output": {"sha": "abc"}}}});
+        let headers = BTreeMap::from([("X-Sha".to_string(), "{{ steps.build.output.sha }}".to_string())]);
+        let (url, headers) = render_http("http://deployer/{{ input.env }}", &headers, &context).unwrap();
+        assert_eq!(url, "http://deployer/prod");
+        assert_eq!(headers["X-Sha"], "abc");
+        let err = render_http("http://deployer/{{ input.nope }}", &BTreeMap::new(), &context).unwrap_err();
+        assert!(err.contains("input.nope"), "{err}");
     }
 }

@@ -32,6 +32,9 @@ pub enum WorkerError {
     /// The configuration cannot work.
     #[error("invalid worker configuration: {0}")]
     Config(String),
+    /// The HTTP client of the executors cannot be built.
+    #[error("cannot build the HTTP client: {0}")]
+    HttpClient(String),
 }
 
 async fn handle(leased: LeasedJob, rt: Data<Arc<Runtime>>) -> Result<(), std::convert::Infallible> {
@@ -109,10 +112,12 @@ impl Worker {
     /// A worker over `engine` with `config`.
     ///
     /// # Errors
-    /// [`WorkerError::Config`] when the configuration cannot work.
+    /// [`WorkerError::Config`] when the configuration cannot work,
+    /// [`WorkerError::HttpClient`] when the HTTP client cannot be built.
     pub fn new(engine: Engine, config: WorkerConfig) -> Result<Self, WorkerError> {
         config.check().map_err(WorkerError::Config)?;
-        Ok(Self { rt: Arc::new(Runtime::new(engine, config)) })
+        let rt = Runtime::new(engine, config).map_err(WorkerError::HttpClient)?;
+        Ok(Self { rt: Arc::new(rt) })
     }
 
     /// Runs until `shutdown` completes, then shuts down gracefully (see the module docs).
