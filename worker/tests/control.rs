@@ -2,112 +2,18 @@
 //! cancel kills a running command wherever it runs, pause holds the next step until resume,
 //! restart keeps earlier outputs.
 
+mod common;
+
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
+use common::{Kit, applied, count};
 use serde_json::json;
-use sluice_core::control::{Action, Operator, Refusal};
-use sluice_core::execution::StartRequest;
-use sluice_core::{Execution, ExecutionStatus, FailureKind, JobStatus, StepStatus, SystemClock, pipeline};
-use sluice_store::engine::{Acted, Engine};
-use sluice_store::{StartOutcome, Store, StoreConfig};
+use sluice_core::control::{Action, Refusal};
+use sluice_core::{ExecutionStatus, FailureKind, JobStatus, StepStatus};
+use sluice_store::engine::Acted;
 use sluice_testkit::redis::Commands;
-use sluice_testkit::{RedisServer, wait_until};
-use sluice_worker::{Worker, WorkerConfig};
-use tokio_util::sync::CancellationToken;
-
-struct Kit {
-    redis: RedisServer,
-    engine: Engine,
-    stop: CancellationToken,
-    worker: Option<tokio::task::JoinHandle<()>>,
-    dir: tempfile::TempDir,
-}
-
-impl Kit {
-    async fn new() -> Kit {
-        let redis = RedisServer::start();
-        let store = Store::connect(StoreConfig { url: redis.url(), ..StoreConfig::default() }).await.unwrap();
-        let engine = Engine::new(store, Arc::new(SystemClock));
-        let config = WorkerConfig {
-            concurrency: 4,
-            lease_ttl: Duration::from_secs(3),
-            kill_grace: Duration::from_secs(1),
-            ..WorkerConfig::default()
-        };
-        let worker = Worker::new(engine.clone(), config).unwrap();
-        let stop = CancellationToken::new();
-        let s = stop.clone();
-        let handle = tokio::spawn(async move { worker.run(async move { s.cancelled().await }).await });
-        Kit { redis, engine, stop, worker: Some(handle), dir: tempfile::tempdir().unwrap() }
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).display().to_string()
-    }
-
-    async fn start(&self, toml: &str) -> String {
-        let p = pipeline::parse_toml(toml).unwrap();
-        let (version, _) = self.engine.store().put_pipeline(&p, self.engine.now()).await.unwrap();
-        let req = StartRequest {
-            pipeline: p,
-            pipeline_version: version,
-            input: json!({}),
-            target: Some("svc:web".into()),
-            idempotency_key: None,
-        };
-        match self.engine.store().start_execution(req, self.engine.now()).await.unwrap() {
-            StartOutcome::Started(e) => e.id,
-            other => panic!("{other:?}"),
-        }
-    }
-
-    async fn get(&self, id: &str) -> Execution {
-        self.engine.store().get_execution(id).await.unwrap().unwrap()
-    }
-
-    async fn wait_for(&self, id: &str, what: &str, f: impl Fn(&Execution) -> bool) -> Execution {
-        wait_until(Duration::from_secs(30), what, || async {
-            let e = self.get(id).await;
-            f(&e).then_some(e)
-        })
-        .await
-    }
-
-    async fn act(&self, id: &str, action: Action) -> Acted {
-        let op = Operator { subject: "alice".into(), reason: Some("test".into()) };
-        self.engine.act(id, action, &op).await.unwrap()
-    }
-
-    /// Event types of the execution's own list, oldest first.
-    fn events_of(&self, id: &str) -> Vec<String> {
-        let mut conn = self.redis.conn();
-        let raw: Vec<String> = conn.lrange(format!("{{sluice:0}}:ex:{id}:events"), 0, -1).unwrap();
-        raw.iter()
-            .map(|r| serde_json::from_str::<serde_json::Value>(r).unwrap()["type"].as_str().unwrap().to_string())
-            .collect()
-    }
-
-    async fn shutdown(mut self) {
-        self.stop.cancel();
-        if let Some(h) = self.worker.take() {
-            h.await.unwrap();
-        }
-    }
-}
-
-/// Lines in a counter file (each run of a step appends one).
-fn count(path: &str) -> usize {
-    std::fs::read_to_string(path).map(|s| s.lines().count()).unwrap_or(0)
-}
-
-fn applied(acted: Acted) -> Execution {
-    match acted {
-        Acted::Applied(e) => *e,
-        other => panic!("expected the action to apply, got {other:?}"),
-    }
-}
+use sluice_testkit::wait_until;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_resumes_at_the_failed_step_and_never_reruns_succeeded_ones() {
