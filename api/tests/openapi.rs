@@ -235,6 +235,30 @@ fn release() -> Value {
     })
 }
 
+/// A pipeline with a step of each kind, gates with both probes and a helper.
+fn every_kind() -> Value {
+    json!({
+        "steps": [
+            {"name": "build", "kind": "command", "run": ["make"]},
+            {"name": "ci", "kind": "gate", "probe": {"run": ["./ci-status"]}, "interval": "30s",
+             "max_polls": 120, "on_exhausted": "pass", "watch_window": "30m",
+             "helper": {"kind": "command", "run": ["./fix-ci"], "timeout": "5m"},
+             "max_attempts": 3},
+            {"name": "up", "kind": "gate", "probe": {"url": "http://monitor/up",
+             "headers": {"Accept": "application/json"}}, "interval": "1m", "max_polls": 10,
+             "on_exhausted": "rearm"},
+            {"name": "approve", "kind": "approval", "required_approvals": 2,
+             "approvers": ["role:admin", "release-manager"]},
+            {"name": "deploy", "kind": "http", "url": "http://deployer/deploy",
+             "headers": {"Authorization": "Bearer {{ input.token }}"}, "result_timeout": "1h"},
+            {"name": "soak", "kind": "sleep", "for": "15m"},
+            {"name": "window", "kind": "sleep", "until": "2026-12-01T10:00:00Z"},
+            {"name": "label", "kind": "external", "queue": "labeler", "params": {"a": 1}},
+            {"name": "done", "kind": "noop"},
+        ]
+    })
+}
+
 // ----- the document ---------------------------------------------------------------------
 
 #[tokio::test]
@@ -426,6 +450,15 @@ async fn served_answers_match_their_documented_schemas() {
     let same = call(&api, "PUT", "/v1/pipelines/release", Some(release())).await;
     assert_eq!(same.status, StatusCode::OK);
     check("PUT", pipeline, &same);
+    // Steps of every kind: their canonical form matches the documented model too.
+    let every = call(&api, "PUT", "/v1/pipelines/every-kind", Some(every_kind())).await;
+    assert_eq!(every.status, StatusCode::CREATED, "{:#}", every.body);
+    check("PUT", pipeline, &every);
+    check(
+        "GET",
+        pipeline,
+        &call(&api, "GET", "/v1/pipelines/every-kind", None).await,
+    );
     let invalid = call(
         &api,
         "PUT",

@@ -13,10 +13,13 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
-use sluice_core::pipeline::{self, KINDS};
+use sluice_core::pipeline::{self, Exhaustion, HELPER_KINDS, KINDS};
 use sluice_core::{Backoff, Problem};
-use utoipa::ToSchema;
-use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{
+    KnownFormat, Object, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, Type,
+};
+use utoipa::{PartialSchema, ToSchema};
 
 use crate::AppState;
 use crate::error::{ApiError, PipelineInvalid, PipelineNotFound, quote};
@@ -58,9 +61,10 @@ pub(crate) struct PipelineDocument {
     steps: Vec<StepDocument>,
 }
 
-/// One step of a pipeline document. The common fields apply to every kind; `run`, `env`
-/// and `cwd` belong to `command` steps, `output` to `noop` steps. `run`, `env` values and
-/// `cwd` may hold `{{ … }}` placeholders naming the input, the execution or earlier steps.
+/// One step of a pipeline document. The common fields apply to every kind but `approval`,
+/// which runs no job and takes only `name`, `kind` and its own fields; each other field
+/// belongs to the kind its description names. `run`, `env` values, `cwd`, `url` and header
+/// values may hold `{{ … }}` placeholders naming the input, the execution or earlier steps.
 #[derive(ToSchema)]
 #[expect(
     dead_code,
@@ -86,7 +90,7 @@ pub(crate) struct StepDocument {
     /// Retry policy of the step's job.
     #[schema(required = false)]
     retry: RetryDocument,
-    /// Park for a human after the step (not available in this release: only `false`).
+    /// Park for a human after the step produces output (not on the last step).
     #[schema(required = false)]
     requires_approval: bool,
     /// `command`: the program and its arguments (at least the program).
@@ -101,6 +105,149 @@ pub(crate) struct StepDocument {
     /// `noop`: the output recorded for the step (default `null`).
     #[schema(required = false)]
     output: Value,
+    /// `http` (required): the `http://` or `https://` URL the step context is POSTed to.
+    #[schema(required = false, example = "http://deployer.internal/deploy")]
+    url: String,
+    /// `http`: extra request headers.
+    #[schema(required = false)]
+    headers: BTreeMap<String, String>,
+    /// `http`: how long an answer 202 waits for its result to be posted (default `1h`).
+    #[schema(required = false, example = "1h")]
+    result_timeout: String,
+    /// `http`: `result_timeout` in milliseconds.
+    #[schema(required = false, minimum = 1)]
+    result_timeout_ms: u64,
+    /// `external`: free-form parameters handed to the external worker.
+    #[schema(required = false)]
+    params: Value,
+    /// `gate` (required): what answers pass, pending or fail.
+    #[schema(required = false)]
+    probe: ProbeDocument,
+    /// `gate` (required): time between two probes that answered pending; at least `1s`.
+    #[schema(required = false, example = "30s")]
+    interval: String,
+    /// `gate`: `interval` in milliseconds.
+    #[schema(required = false, minimum = 1000)]
+    interval_ms: u64,
+    /// `gate` (required): probes that may answer pending before `on_exhausted` decides.
+    #[schema(required = false, minimum = 1, maximum = 100000)]
+    max_polls: u32,
+    /// `gate`: what happens when the poll budget is spent (default `fail`).
+    #[schema(required = false)]
+    on_exhausted: Exhaustion,
+    /// `gate`, with `on_exhausted = "pass"` only: the gate passes once this long has gone by
+    /// since it started, and keeps probing until then.
+    #[schema(required = false, example = "30m")]
+    watch_window: String,
+    /// `gate`: `watch_window` in milliseconds.
+    #[schema(required = false, minimum = 1)]
+    watch_window_ms: u64,
+    /// `gate`: a step run when the probe answers fail, after which the probe runs again.
+    #[schema(required = false)]
+    helper: HelperDocument,
+    /// `gate`, with a `helper` only: most runs of the helper (default 1).
+    #[schema(required = false, minimum = 1, maximum = 100)]
+    max_attempts: u32,
+    /// `gate`: consecutive probes that may error before the gate fails (default 3).
+    #[schema(required = false, minimum = 1, maximum = 100)]
+    max_probe_errors: u32,
+    /// `approval`: distinct approvals needed (default 1).
+    #[schema(required = false, minimum = 1, maximum = 100)]
+    required_approvals: u32,
+    /// `approval`: who may vote: token subjects, or `role:admin`, `role:user`,
+    /// `role:worker` (that role or a higher one). Default: anyone allowed to call the API
+    /// as `user`.
+    #[schema(required = false)]
+    approvers: Vec<String>,
+    /// `sleep`: how long to wait from when the step starts (give `for` or `until`).
+    #[schema(required = false, example = "15m")]
+    r#for: String,
+    /// `sleep`: `for` in milliseconds.
+    #[schema(required = false, minimum = 1)]
+    for_ms: u64,
+    /// `sleep`: the instant to wait for: RFC 3339 text, or milliseconds since the epoch
+    /// (the canonical form).
+    #[schema(required = false, schema_with = until_schema)]
+    until: String,
+}
+
+/// The probe of a gate. Its schema is [`StepDocument`]'s, cut to the fields of a probe.
+pub(crate) struct ProbeDocument;
+
+impl PartialSchema for ProbeDocument {
+    fn schema() -> RefOr<Schema> {
+        let description = "What a gate polls: `run` (a command: exit 0 pass, 75 pending, \
+                           anything else fail) or `url` (an HTTP GET answering \
+                           `{\"verdict\": \"pass\"|\"pending\"|\"fail\", \"summary\": …}`).";
+        let fields = [
+            ("run", "The program and its arguments."),
+            ("env", "With `run`: extra environment variables."),
+            ("cwd", "With `run`: the working directory."),
+            ("url", "The `http://` or `https://` URL to GET."),
+            ("headers", "With `url`: extra request headers."),
+        ];
+        step_fields(description, &fields).into()
+    }
+}
+
+impl ToSchema for ProbeDocument {}
+
+/// The helper of a gate. Its schema is [`StepDocument`]'s, cut to the fields of a helper.
+pub(crate) struct HelperDocument;
+
+impl PartialSchema for HelperDocument {
+    fn schema() -> RefOr<Schema> {
+        let description = "A step without a name, run when the gate's probe answers fail, \
+                           with the fields of its kind as in a step.";
+        // An empty description keeps the step's.
+        let fields = [
+            (
+                "queue",
+                "Queue of the helper's job; default: the gate's queue.",
+            ),
+            ("timeout", ""),
+            ("timeout_ms", ""),
+            ("retry", ""),
+            ("run", ""),
+            ("env", ""),
+            ("cwd", ""),
+            ("output", ""),
+            ("url", ""),
+            ("headers", ""),
+            ("result_timeout", ""),
+            ("result_timeout_ms", ""),
+            ("params", ""),
+        ];
+        let mut helper = step_fields(description, &fields);
+        helper
+            .properties
+            .insert("kind".into(), helper_kind_schema().into());
+        helper.required.push("kind".into());
+        helper.into()
+    }
+}
+
+impl ToSchema for HelperDocument {}
+
+/// An object schema of the properties of [`StepDocument`] named in `fields`, each with the
+/// description given beside it (the step's own when that is empty).
+fn step_fields(description: &str, fields: &[(&str, &str)]) -> Object {
+    let mut object = ObjectBuilder::new().description(Some(description)).build();
+    let RefOr::T(Schema::Object(step)) = StepDocument::schema() else {
+        return object;
+    };
+    for (name, mut property) in step.properties {
+        let Some(&(_, own)) = fields.iter().find(|(field, _)| *field == name) else {
+            continue;
+        };
+        if let RefOr::T(Schema::Object(property)) = &mut property
+            && !own.is_empty()
+        {
+            property.description = Some(own.into());
+        }
+        object.properties.insert(name, property);
+    }
+    object
 }
 
 /// A retry policy in a pipeline document. Durations are written like `30s`; the
@@ -134,12 +281,40 @@ pub(crate) struct RetryDocument {
     jitter: bool,
 }
 
-/// The schema of a step's `kind`: one of the kinds this release runs.
+/// The schema of a step's `kind`: one of the step kinds.
 fn step_kind_schema() -> Object {
+    kind_schema(KINDS)
+}
+
+/// The schema of a helper's `kind`: one of the kinds a gate's helper may be.
+fn helper_kind_schema() -> Object {
+    kind_schema(HELPER_KINDS)
+}
+
+fn kind_schema(kinds: &[&str]) -> Object {
     ObjectBuilder::new()
         .schema_type(Type::String)
-        .enum_values(Some(KINDS.iter().copied()))
+        .enum_values(Some(kinds.iter().copied()))
         .build()
+}
+
+/// The schema of a sleep's `until`: RFC 3339 text, or milliseconds since the epoch.
+fn until_schema() -> Schema {
+    let format = |known| Some(SchemaFormat::KnownFormat(known));
+    Schema::OneOf(
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .format(format(KnownFormat::DateTime)),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .format(format(KnownFormat::Int64)),
+            )
+            .build(),
+    )
 }
 
 /// Checks the body against the path id and validates it; every problem is collected.
@@ -328,36 +503,81 @@ mod tests {
         let top = listed_fields(json!({"id": "p", "steps": [step], "zz": 1}), "zz");
         assert_eq!(property_names::<PipelineDocument>(), top);
 
-        // The validator lists the file-form fields; it also accepts the canonical form's
-        // `…_ms` twins, which the documents list too.
-        let command = json!({"name": "a", "kind": "command", "run": ["x"], "zz": 1});
-        let noop = json!({"name": "a", "kind": "noop", "zz": 1});
-        let mut step_fields = listed_fields(json!({"id": "p", "steps": [command]}), "steps[0].zz");
-        step_fields.extend(listed_fields(
-            json!({"id": "p", "steps": [noop]}),
-            "steps[0].zz",
-        ));
-        step_fields.extend(names(&["timeout_ms"]));
+        // The validator lists the file-form fields of each kind; it also accepts the
+        // canonical form's `…_ms` twins, which the documents list too.
+        let of_step =
+            |step: Value, at: &str| listed_fields(json!({"id": "p", "steps": [step]}), at);
+        let mut step_fields = BTreeSet::new();
+        for kind in KINDS {
+            let step = json!({"name": "a", "kind": kind, "zz": 1});
+            step_fields.extend(of_step(step, "steps[0].zz"));
+        }
+        step_fields.extend(names(&[
+            "timeout_ms",
+            "result_timeout_ms",
+            "interval_ms",
+            "watch_window_ms",
+            "for_ms",
+        ]));
         assert_eq!(property_names::<StepDocument>(), step_fields);
 
+        let mut helper_fields = BTreeSet::new();
+        for kind in HELPER_KINDS {
+            let step = json!({"name": "a", "kind": "gate", "helper": {"kind": kind, "zz": 1}});
+            helper_fields.extend(of_step(step, "steps[0].helper.zz"));
+        }
+        helper_fields.extend(names(&["timeout_ms", "result_timeout_ms"]));
+        assert_eq!(property_names::<HelperDocument>(), helper_fields);
+
+        let mut probe_fields = BTreeSet::new();
+        for probe in [
+            json!({"run": ["x"], "zz": 1}),
+            json!({"url": "http://x", "zz": 1}),
+        ] {
+            let step = json!({"name": "a", "kind": "gate", "probe": probe});
+            probe_fields.extend(of_step(step, "steps[0].probe.zz"));
+        }
+        assert_eq!(property_names::<ProbeDocument>(), probe_fields);
+
         let retry = json!({"name": "a", "kind": "noop", "retry": {"zz": 1}});
-        let mut retry_fields =
-            listed_fields(json!({"id": "p", "steps": [retry]}), "steps[0].retry.zz");
+        let mut retry_fields = of_step(retry, "steps[0].retry.zz");
         retry_fields.extend(names(&["initial_ms", "max_ms"]));
         assert_eq!(property_names::<RetryDocument>(), retry_fields);
 
         // The twins are accepted indeed.
-        let canonical = json!({"id": "p", "steps": [{
-            "name": "a", "kind": "noop", "timeout_ms": 1000,
-            "retry": {"initial_ms": 1000, "max_ms": 2000}
-        }]});
-        assert!(pipeline::from_value(&canonical).is_ok());
+        let canonical = json!({"id": "p", "steps": [
+            {"name": "a", "kind": "noop", "timeout_ms": 1000,
+             "retry": {"initial_ms": 1000, "max_ms": 2000}},
+            {"name": "b", "kind": "http", "url": "http://x", "result_timeout_ms": 1000},
+            {"name": "c", "kind": "gate", "probe": {"url": "http://x"}, "interval_ms": 1000,
+             "max_polls": 1, "on_exhausted": "pass", "watch_window_ms": 1000,
+             "helper": {"kind": "http", "url": "http://x", "timeout_ms": 1,
+                        "result_timeout_ms": 1}},
+            {"name": "d", "kind": "sleep", "for_ms": 1000},
+        ]});
+        pipeline::from_value(&canonical).unwrap();
     }
 
     #[test]
-    fn the_documented_step_kinds_are_the_ones_this_release_runs() {
+    fn the_documented_kinds_are_the_ones_the_validator_reads() {
+        let kinds = |schema: utoipa::openapi::RefOr<utoipa::openapi::Schema>| {
+            serde_json::to_value(schema).unwrap()["properties"]["kind"]["enum"].clone()
+        };
+        let step = <StepDocument as utoipa::PartialSchema>::schema();
+        assert_eq!(kinds(step), json!(KINDS));
+        let helper = <HelperDocument as utoipa::PartialSchema>::schema();
+        assert_eq!(kinds(helper), json!(HELPER_KINDS));
+    }
+
+    #[test]
+    fn until_is_documented_in_both_of_its_forms() {
         let schema = serde_json::to_value(<StepDocument as utoipa::PartialSchema>::schema());
-        let schema = schema.unwrap();
-        assert_eq!(schema["properties"]["kind"]["enum"], json!(KINDS));
+        let forms = &schema.unwrap()["properties"]["until"]["oneOf"];
+        assert_eq!(forms[0]["format"], "date-time");
+        assert_eq!(forms[1]["type"], "integer");
+        for until in [json!("2026-12-01T10:00:00Z"), json!(1_796_119_200_000_i64)] {
+            let step = json!({"name": "a", "kind": "sleep", "until": until});
+            pipeline::from_value(&json!({"id": "p", "steps": [step]})).unwrap();
+        }
     }
 }
