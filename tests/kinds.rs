@@ -196,7 +196,10 @@ async fn request_changes_reruns_the_step_with_the_feedback_in_its_context() {
         "id": "draft",
         "steps": [
             {"name": "write", "kind": "command", "requires_approval": true,
-             "run": ["sh", "-c", format!("cat \"$SLUICE_CONTEXT\" >> {}; echo >> {}", seen.display(), seen.display())]},
+             "run": ["sh", "-c", format!(
+                 "cat \"$SLUICE_CONTEXT\" >> {f}; echo >> {f}; printf '{{\"drafts\":%s}}' $(grep -c . {f}) > \"$SLUICE_OUTPUT\"",
+                 f = seen.display()
+             )]},
             {"name": "publish", "kind": "noop"},
         ],
     });
@@ -222,5 +225,7 @@ async fn request_changes_reruns_the_step_with_the_feedback_in_its_context() {
     assert_eq!(contexts[1]["feedback"]["by"], "bob");
     let (status, _) = api.post("alice", &format!("/v1/executions/{id}/steps/write/approve"), json!({})).await;
     assert_eq!(status, 200);
-    api.wait(&id, "the execution to complete", |e| e["status"] == "completed").await;
+    let done = api.wait(&id, "the execution to complete", |e| e["status"] == "completed").await;
+    assert_eq!(done["steps"][0]["output"], json!({"drafts": 2}), "the approved output is the second draft");
+    assert_eq!(done["output_history"][0]["output"], json!({"drafts": 1}), "the first draft is kept");
 }

@@ -56,10 +56,11 @@ impl Kit {
         let p = pipeline::parse_toml(toml).unwrap();
         let (version, _) = self.engine.store().put_pipeline(&p, self.engine.now()).await.unwrap();
         let req = StartRequest {
-            pipeline: p,
+            pipeline: p.clone(),
             pipeline_version: version,
             input: json!({}),
-            target: Some("svc:web".into()),
+            // One target per pipeline: executions of different pipelines run side by side.
+            target: Some(format!("svc:{}", p.id)),
             idempotency_key: None,
         };
         match self.engine.store().start_execution(req, self.engine.now()).await.unwrap() {
