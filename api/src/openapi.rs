@@ -53,6 +53,10 @@ const TAGS: &[(&str, &str)] = &[
     ("executions", "Runs of pipelines."),
     ("jobs", "Standalone jobs and the jobs that run steps."),
     (
+        "events",
+        "What happened: the live event stream and an execution's own events.",
+    ),
+    (
         "probes",
         "Liveness and readiness; open, for load balancers and supervisors.",
     ),

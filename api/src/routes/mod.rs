@@ -46,6 +46,7 @@ use crate::error::{ApiError, quote};
 use crate::{AppState, openapi};
 
 pub mod actions;
+pub mod events;
 pub mod executions;
 pub mod health;
 pub mod jobs;
@@ -72,6 +73,7 @@ pub fn v1() -> OpenApiRouter<AppState> {
         .routes(routes!(actions::pause))
         .routes(routes!(actions::resume))
         .routes(routes!(actions::events))
+        .routes(routes!(events::stream))
         .routes(routes!(jobs::enqueue))
         .routes(routes!(jobs::get))
         .routes(routes!(jobs::cancel))
