@@ -77,7 +77,10 @@ impl Filter {
         self.execution
             .as_deref()
             .is_none_or(|id| event.data.get("execution_id").and_then(|v| v.as_str()) == Some(id))
-            && self.kind.as_deref().is_none_or(|prefix| event.kind.starts_with(prefix))
+            && self
+                .kind
+                .as_deref()
+                .is_none_or(|prefix| event.kind.starts_with(prefix))
     }
 }
 
@@ -126,26 +129,41 @@ pub async fn stream(
     if let Some(id) = &execution
         && ids::parse(id, ids::EXECUTION).is_err()
     {
-        return Err(ApiError::BadRequest(format!("`execution` `{}` is not an execution id", quote(id))));
+        return Err(ApiError::BadRequest(format!(
+            "`execution` `{}` is not an execution id",
+            quote(id)
+        )));
     }
     let cursor = match given {
         Some(cursor) => cursor,
         None => store.latest_event_cursor().await?,
     };
     let once = query.once.unwrap_or(false);
-    let source = if once { Source::Caught(store) } else { Source::Live(store.event_reader().await?) };
+    let source = if once {
+        Source::Caught(store)
+    } else {
+        Source::Live(store.event_reader().await?)
+    };
     tracing::debug!(subject = %caller.subject, after = %cursor, once, "event subscriber joined");
     let feed = Feed {
         source,
         shards,
         pending: VecDeque::from([Ok(Event::default().id(cursor.to_string()))]),
         cursor,
-        filter: Filter { execution, kind: nonempty(query.kind.as_deref()).map(str::to_string) },
+        filter: Filter {
+            execution,
+            kind: nonempty(query.kind.as_deref()).map(str::to_string),
+        },
         closing: state.closing().clone(),
     };
-    let mut response = Sse::new(feed.into_stream()).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response();
+    let mut response = Sse::new(feed.into_stream())
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+        .into_response();
     // Proxies that buffer responses (nginx) pass this one through as it comes.
-    response.headers_mut().insert(HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no"));
+    response.headers_mut().insert(
+        HeaderName::from_static("x-accel-buffering"),
+        HeaderValue::from_static("no"),
+    );
     Ok(response)
 }
 
@@ -154,8 +172,12 @@ fn nonempty(text: Option<&str>) -> Option<&str> {
 }
 
 fn parse_cursor(text: &str, shards: u32, what: &str) -> Result<EventCursor, ApiError> {
-    EventCursor::parse(text, shards)
-        .map_err(|reason| ApiError::BadRequest(format!("{what} `{}` is not an event cursor: {reason}", quote(text))))
+    EventCursor::parse(text, shards).map_err(|reason| {
+        ApiError::BadRequest(format!(
+            "{what} `{}` is not an event cursor: {reason}",
+            quote(text)
+        ))
+    })
 }
 
 /// Where a subscriber's events come from.
@@ -178,7 +200,9 @@ struct Feed {
 
 impl Feed {
     fn into_stream(self) -> impl Stream<Item = Result<Event, axum::Error>> + Send + 'static {
-        futures::stream::unfold(self, |mut feed| async move { feed.next().await.map(|frame| (frame, feed)) })
+        futures::stream::unfold(self, |mut feed| async move {
+            feed.next().await.map(|frame| (frame, feed))
+        })
     }
 
     /// The next frame to send; `None` ends the stream.
@@ -187,7 +211,12 @@ impl Feed {
             if let Some(frame) = self.pending.pop_front() {
                 return Some(frame);
             }
-            let Feed { source, cursor, closing, .. } = &mut *self;
+            let Feed {
+                source,
+                cursor,
+                closing,
+                ..
+            } = &mut *self;
             let read = async {
                 match source {
                     Source::Live(reader) => reader.read(cursor, BATCH, BLOCK_MS).await,
@@ -224,7 +253,8 @@ impl Feed {
                 self.pending.push_back(frame(event));
             }
             if skipped_last {
-                self.pending.push_back(Ok(Event::default().id(self.cursor.to_string())));
+                self.pending
+                    .push_back(Ok(Event::default().id(self.cursor.to_string())));
             }
         }
     }
@@ -254,18 +284,29 @@ mod tests {
     use super::*;
 
     fn event(kind: &str, execution: Option<&str>) -> StoredEvent {
-        StoredEvent { id: "1-0".into(), kind: kind.into(), data: json!({ "execution_id": execution }), at: 1 }
+        StoredEvent {
+            id: "1-0".into(),
+            kind: kind.into(),
+            data: json!({ "execution_id": execution }),
+            at: 1,
+        }
     }
 
     #[test]
     fn filters_match_the_execution_and_a_type_prefix() {
         let all = Filter::default();
         assert!(all.matches(&event("job.enqueued", None)));
-        let of_a = Filter { execution: Some("ex_0_A".into()), kind: None };
+        let of_a = Filter {
+            execution: Some("ex_0_A".into()),
+            kind: None,
+        };
         assert!(of_a.matches(&event("job.enqueued", Some("ex_0_A"))));
         assert!(!of_a.matches(&event("job.enqueued", Some("ex_0_B"))));
         assert!(!of_a.matches(&event("job.enqueued", None)));
-        let steps = Filter { execution: Some("ex_0_A".into()), kind: Some("execution.step.".into()) };
+        let steps = Filter {
+            execution: Some("ex_0_A".into()),
+            kind: Some("execution.step.".into()),
+        };
         assert!(steps.matches(&event("execution.step.completed", Some("ex_0_A"))));
         assert!(!steps.matches(&event("execution.completed", Some("ex_0_A"))));
     }
