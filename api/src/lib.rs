@@ -25,7 +25,9 @@
 //!   missing JSON content type (415 `UNSUPPORTED_MEDIA_TYPE`);
 //! - handlers decide nothing about state transitions: they check input, call the store or
 //!   the engine (which plan with `sluice-core` and commit atomically), and render the answer;
-//! - every timestamp comes from the engine's clock.
+//! - every timestamp comes from the engine's clock;
+//! - a live event stream (`GET /v1/events`) holds a Redis connection of its own and ends
+//!   when its client goes away or [`serve`] begins to shut down.
 
 use std::future::Future;
 use std::time::Instant;
@@ -37,6 +39,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use sluice_store::Store;
 use sluice_store::engine::Engine;
+use tokio_util::sync::CancellationToken;
 
 pub mod auth;
 pub mod error;
@@ -61,6 +64,9 @@ pub struct AppState {
     pub engine: Engine,
     /// Who may call what.
     pub auth: Auth,
+    /// Cancelled when the server begins to shut down: live event streams end then, so that
+    /// the graceful shutdown does not wait for their subscribers.
+    closing: CancellationToken,
 }
 
 impl AppState {
@@ -70,6 +76,7 @@ impl AppState {
         Self {
             engine,
             auth: Auth::disabled(),
+            closing: CancellationToken::new(),
         }
     }
 
@@ -82,6 +89,11 @@ impl AppState {
     /// The store.
     pub fn store(&self) -> &Store {
         self.engine.store()
+    }
+
+    /// Resolves when the server begins to shut down (never, outside [`serve`]).
+    pub(crate) fn closing(&self) -> &CancellationToken {
+        &self.closing
     }
 }
 
@@ -132,8 +144,9 @@ pub fn v1_routes() -> Vec<(Method, String)> {
     routes
 }
 
-/// Serves [`router`] on `listener` until `shutdown` resolves, then stops accepting and
-/// waits for in-flight requests to finish.
+/// Serves [`router`] on `listener` until `shutdown` resolves, then stops accepting, ends
+/// the live event streams (`GET /v1/events`; their clients reconnect elsewhere or later)
+/// and waits for the other in-flight requests to finish.
 ///
 /// # Errors
 /// Accepting connections failed.
@@ -146,8 +159,16 @@ pub async fn serve(
         Ok(addr) => tracing::info!(api.listen = %addr, "HTTP API listening"),
         Err(e) => tracing::warn!(error = %e, "HTTP API listening on an unknown address"),
     }
+    let closing = state.closing.child_token();
+    let state = AppState {
+        closing: closing.clone(),
+        ..state
+    };
     axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            closing.cancel();
+        })
         .await?;
     tracing::info!("HTTP API stopped");
     Ok(())

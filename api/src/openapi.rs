@@ -55,6 +55,10 @@ const TAGS: &[(&str, &str)] = &[
     ("jobs", "Standalone jobs and the jobs that run steps."),
     ("queues", "Queue figures, and pausing and resuming queues."),
     (
+        "events",
+        "What happened: the live event stream and an execution's own events.",
+    ),
+    (
         "probes",
         "Liveness and readiness; open, for load balancers and supervisors.",
     ),

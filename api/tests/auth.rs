@@ -60,7 +60,8 @@ async fn api() -> (RedisServer, Router) {
     (redis, router(AppState::new(engine).with_auth(tokens())))
 }
 
-/// Status, headers and body (JSON when it parses, else the text as a JSON string).
+/// Status, headers and body (JSON when it parses, else the text as a JSON string; `null`
+/// for an event stream, which is not read).
 async fn call(
     app: &Router,
     method: Method,
@@ -80,6 +81,14 @@ async fn call(
     };
     let response = app.clone().oneshot(request.unwrap()).await.unwrap();
     let (parts, body) = response.into_parts();
+    let streams = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if streams {
+        // A live event stream does not end: its head is the answer.
+        return (parts.status, parts.headers, Value::Null);
+    }
     let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
     let value = serde_json::from_slice(&bytes)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));

@@ -89,6 +89,19 @@ fn concrete(template: &str) -> String {
         .join("/")
 }
 
+/// The URI that probes `operation` at `template`: [`concrete`], and for an event stream
+/// `once=true`, so that the stream ends once it has caught up.
+fn probe(operation: &Value, template: &str) -> String {
+    let streams = operation["responses"]["200"]["content"]
+        .get("text/event-stream")
+        .is_some();
+    if streams {
+        format!("{}?once=true", concrete(template))
+    } else {
+        concrete(template)
+    }
+}
+
 /// Whether `reply` says the router has no such route or method.
 fn is_unrouted(reply: &Reply) -> bool {
     reply.status == StatusCode::METHOD_NOT_ALLOWED
@@ -323,6 +336,7 @@ async fn the_document_lists_every_route_of_the_api() {
         ("POST", "/v1/executions/{id}/steps/{step}/approve"),
         ("POST", "/v1/executions/{id}/steps/{step}/reject"),
         ("POST", "/v1/executions/{id}/steps/{step}/request-changes"),
+        ("GET", "/v1/events"),
         ("POST", "/v1/jobs"),
         ("GET", "/v1/jobs/{id}"),
         ("POST", "/v1/jobs/{id}/cancel"),
@@ -357,7 +371,7 @@ async fn every_documented_operation_is_routed_and_nothing_else_is() {
     for (method, template) in &documented {
         let operation = &document["paths"][template][method.to_lowercase()];
         let body = operation.get("requestBody").map(|_| json!({}));
-        let reply = call(&api, method, &concrete(template), body).await;
+        let reply = call(&api, method, &probe(operation, template), body).await;
         assert!(
             !is_unrouted(&reply),
             "{method} {template} is documented but not routed: {reply:?}"
@@ -389,7 +403,6 @@ async fn every_documented_operation_is_routed_and_nothing_else_is() {
         "/v1/queues/probe/lease",
         "/v1/workers",
         "/v1/schedules",
-        "/v1/events",
         "/v1/pipelines/probe/versions",
         "/v1/executions/probe/steps/0/vote",
         "/v1/jobs/probe/heartbeat",
@@ -414,7 +427,8 @@ async fn head_is_answered_wherever_get_is() {
     let document = document(&api).await;
     for (method, template) in operations(&document) {
         if method == "GET" {
-            let reply = call(&api, "HEAD", &concrete(&template), None).await;
+            let operation = &document["paths"][&template]["get"];
+            let reply = call(&api, "HEAD", &probe(operation, &template), None).await;
             assert!(!is_unrouted(&reply), "HEAD {template}: {reply:?}");
             assert_eq!(reply.body, Value::Null, "HEAD {template} has no body");
         }
@@ -517,6 +531,16 @@ async fn served_answers_match_their_documented_schemas() {
         let uri = format!("/v1/executions/{exec_id}{query}");
         check("GET", execution, &call(&api, "GET", &uri, None).await);
     }
+
+    // The event stream from its start, read to its end (`once=true`), and a bad cursor.
+    let events = call(&api, "GET", "/v1/events?after=0&once=true", None).await;
+    assert_eq!(events.status, StatusCode::OK);
+    let text = events.body.as_str().unwrap();
+    assert!(text.contains("event: execution.started\n"), "{text}");
+    check("GET", "/v1/events", &events);
+    let bad_cursor = call(&api, "GET", "/v1/events?after=yesterday", None).await;
+    assert_eq!(bad_cursor.status, StatusCode::BAD_REQUEST);
+    check("GET", "/v1/events", &bad_cursor);
 
     // Jobs: the step job, leased (its lease is served without the token), then cancelled
     // too late; a standalone job, deduplicated, then cancelled.
@@ -661,6 +685,9 @@ async fn served_answers_match_their_documented_schemas() {
     let unavailable = call(&api, "GET", "/v1/pipelines", None).await;
     assert_eq!(unavailable.status, StatusCode::SERVICE_UNAVAILABLE);
     check("GET", "/v1/pipelines", &unavailable);
+    let no_stream = call(&api, "GET", "/v1/events", None).await;
+    assert_eq!(no_stream.status, StatusCode::SERVICE_UNAVAILABLE);
+    check("GET", "/v1/events", &no_stream);
 }
 
 #[tokio::test]

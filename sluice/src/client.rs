@@ -69,12 +69,18 @@ fn hint(code: &str) -> Option<&'static str> {
     }
 }
 
+/// Longest quiet time on an event stream before the connection counts as lost (the API
+/// sends a keep-alive every 15 s).
+const STREAM_IDLE: Duration = Duration::from_secs(45);
+
 /// Talks to one API.
 #[derive(Debug, Clone)]
 pub struct Client {
     base: String,
     token: Option<String>,
     http: reqwest::Client,
+    /// For event streams: no limit on the whole response, only on quiet time.
+    streaming: reqwest::Client,
 }
 
 impl Client {
@@ -85,7 +91,32 @@ impl Client {
             .timeout(Duration::from_secs(60))
             .build()
             .unwrap_or_default();
-        Self { base: base.trim_end_matches('/').to_string(), token, http }
+        let streaming = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .read_timeout(STREAM_IDLE)
+            .build()
+            .unwrap_or_default();
+        Self { base: base.trim_end_matches('/').to_string(), token, http, streaming }
+    }
+
+    /// Opens the event stream at `path`, sending `last_event_id` as the `Last-Event-ID`
+    /// header when given; the response is read by the caller as it arrives.
+    pub async fn open_stream(&self, path: &str, last_event_id: Option<&str>) -> Result<reqwest::Response, ClientError> {
+        let mut req = self.streaming.get(format!("{}{path}", self.base)).header(reqwest::header::ACCEPT, "text/event-stream");
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(id) = last_event_id {
+            req = req.header("Last-Event-ID", id);
+        }
+        let resp = req.send().await.map_err(|e| ClientError::Unreachable(format!("{}: {e}", self.base)))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let text = resp.text().await.map_err(|e| ClientError::Unreachable(e.to_string()))?;
+        let problem: Value = serde_json::from_str(&text).unwrap_or(json!({ "detail": text }));
+        Err(ClientError::Refused { status: status.as_u16(), problem })
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> Result<Value, ClientError> {
@@ -356,7 +387,7 @@ pub struct ListFilter {
 }
 
 /// Percent-encodes a query value.
-fn encode(value: &str) -> String {
+pub fn encode(value: &str) -> String {
     value
         .bytes()
         .map(|b| match b {

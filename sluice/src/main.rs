@@ -6,6 +6,7 @@
 
 mod client;
 mod config;
+mod events;
 mod files;
 mod private_redis;
 mod serve;
@@ -122,6 +123,25 @@ enum Command {
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
+    },
+    /// Prints events: those kept (from the oldest, or after --after), or with --follow new
+    /// ones as they happen, until Ctrl-C.
+    Events {
+        /// Start after this cursor (the `id` of an event, or 0 for the oldest kept).
+        #[arg(long)]
+        after: Option<String>,
+        /// Only this execution's events.
+        #[arg(long)]
+        execution: Option<String>,
+        /// Only events whose type starts with this (e.g. `execution.` or `job.failed`).
+        #[arg(long = "type", value_name = "PREFIX")]
+        kind: Option<String>,
+        /// Keep printing new events as they happen (from now on, or after --after);
+        /// reconnects when the connection drops.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        #[command(flatten)]
+        client: ClientArgs,
     },
 }
 
@@ -522,6 +542,10 @@ fn main() {
                 }
                 ExecCommand::Events { id } => run_client(&client, async move |c| client::exec_events(c, &id, json).await.map(|()| 0)),
             }
+        }
+        Command::Events { after, execution, kind, follow, client } => {
+            let options = events::Options { after, execution, kind, follow, json: client.json };
+            run_client(&client, async move |c| events::run(c, &options).await)
         }
         Command::Job { command, client } => {
             let json = client.json;

@@ -11,7 +11,9 @@
 //! **Events.** Each shard has one stream. An [`EventCursor`] is the position in every shard's
 //! stream, written as the stream ids joined by commas (with one shard, simply the stream
 //! id, e.g. `1732200000000-0`); every event carries the cursor just after it, so a client
-//! resumes from the last event it saw. An execution's own events are also kept in a list
+//! resumes from the last event it saw. `0` is the start of every stream (the oldest events
+//! kept), and [`Store::latest_event_cursor`] gives the current end, from which a live
+//! subscriber sees only new events. An execution's own events are also kept in a list
 //! beside it, read without touching the stream.
 
 use std::collections::HashMap;
@@ -88,11 +90,15 @@ impl EventCursor {
         Self(vec!["0-0".to_string(); shards as usize])
     }
 
-    /// Parses a cursor for `shards` shards: stream ids (`<ms>-<seq>`) joined by commas.
+    /// Parses a cursor for `shards` shards: stream ids (`<ms>-<seq>`) joined by commas, or
+    /// `0` for the start of every stream.
     ///
     /// # Errors
     /// A message naming the problem.
     pub fn parse(text: &str, shards: u32) -> Result<Self, String> {
+        if text == "0" {
+            return Ok(Self::start(shards));
+        }
         let parts: Vec<&str> = text.split(',').collect();
         if parts.len() != shards as usize {
             return Err(format!(
@@ -241,14 +247,37 @@ impl Store {
         read_streams(&mut conn, &self.event_keys(), after, count, None).await
     }
 
+    /// The cursor at the current end of every shard's stream (`0-0` for an empty one): reading
+    /// after it yields only events appended from now on.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn latest_event_cursor(&self) -> Result<EventCursor, StoreError> {
+        let keys = self.event_keys();
+        let mut pipe = redis::pipe();
+        for key in &keys {
+            pipe.cmd("XREVRANGE").arg(key).arg("+").arg("-").arg("COUNT").arg(1);
+        }
+        let mut conn = self.conn.clone();
+        let replies: Vec<StreamRangeReply> = pipe.query_async(&mut conn).await?;
+        let ids = replies
+            .into_iter()
+            .map(|r| r.ids.into_iter().next().map_or_else(|| "0-0".to_string(), |e| e.id))
+            .collect();
+        Ok(EventCursor(ids))
+    }
+
     /// A reader that may wait for new events on a connection of its own (so a blocked read
-    /// never holds up other calls). One per live event subscriber.
+    /// never holds up other calls). One per live event subscriber; dropping it closes its
+    /// connection, which ends a read in flight.
     ///
     /// # Errors
     /// Redis cannot be reached.
     pub async fn event_reader(&self) -> Result<EventReader, StoreError> {
-        let conn = self.client.get_multiplexed_async_connection().await?;
-        Ok(EventReader { conn, keys: self.event_keys() })
+        // Each read sets its own time limit: the wait it asks for plus the store's.
+        let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+        let conn = self.client.get_multiplexed_async_connection_with_config(&config).await?;
+        Ok(EventReader { conn, keys: self.event_keys(), response_timeout: self.config.response_timeout })
     }
 
     fn event_keys(&self) -> Vec<String> {
@@ -298,6 +327,7 @@ impl Store {
 pub struct EventReader {
     conn: redis::aio::MultiplexedConnection,
     keys: Vec<String>,
+    response_timeout: std::time::Duration,
 }
 
 impl fmt::Debug for EventReader {
@@ -307,12 +337,16 @@ impl fmt::Debug for EventReader {
 }
 
 impl EventReader {
-    /// Events after `after`, at most `count` per shard, waiting up to `block_ms` when there
-    /// are none yet (an empty answer then means none arrived).
+    /// Events after `after`, at most `count` per shard, waiting up to `block_ms` (at least
+    /// 1) when there are none yet (an empty answer then means none arrived).
     ///
     /// # Errors
-    /// Redis errors.
+    /// Redis errors, including no answer within `block_ms` plus the store's response
+    /// timeout.
     pub async fn read(&mut self, after: &EventCursor, count: usize, block_ms: u64) -> Result<Vec<StoredEvent>, StoreError> {
+        // Redis reads `BLOCK 0` as "forever".
+        let block_ms = block_ms.max(1);
+        self.conn.set_response_timeout(std::time::Duration::from_millis(block_ms) + self.response_timeout);
         read_streams(&mut self.conn, &self.keys, after, count, Some(block_ms)).await
     }
 }

@@ -191,3 +191,55 @@ async fn event_cursors_resume_after_the_last_event_seen() {
     assert!(EventCursor::parse("1-0,2-0", 1).unwrap_err().contains("one per shard"));
     assert!(EventCursor::parse("abc", 1).unwrap_err().contains("not a stream id"));
 }
+
+#[tokio::test]
+async fn the_latest_cursor_starts_after_every_event_already_stored() {
+    let redis = RedisServer::start();
+    let store = store(&redis, 2).await;
+    assert_eq!(store.latest_event_cursor().await.unwrap().to_string(), "0-0,0-0", "empty streams");
+    let in_shard = |shard: u32| NewJob { id: ids::new_id(ids::JOB, shard), ..job("a", None) };
+    store.enqueue(&[in_shard(0), in_shard(1), in_shard(1)], T0).await.unwrap();
+    assert_eq!(store.read_events(&EventCursor::parse("0", 2).unwrap(), 100).await.unwrap().len(), 3, "`0` is the start");
+
+    let latest = store.latest_event_cursor().await.unwrap();
+    let mut ends = Vec::new();
+    for shard in 0..2 {
+        ends.push(store.stream_range(shard, "-", "+").await.unwrap().last().unwrap().id.clone());
+    }
+    assert_eq!(latest.to_string(), ends.join(","), "the newest entry of each shard");
+    assert!(store.read_events(&latest, 100).await.unwrap().is_empty());
+
+    store.enqueue(&[in_shard(1)], T0).await.unwrap();
+    let new = store.read_events(&latest, 100).await.unwrap();
+    assert_eq!(new.len(), 1, "only what came after: {new:?}");
+    assert!(new[0].id.starts_with(&format!("{},", ends[0])), "shard 0 stays where it was: {}", new[0].id);
+}
+
+#[tokio::test]
+async fn a_blocking_read_waits_longer_than_a_response_timeout_and_wakes_on_a_new_event() {
+    let redis = RedisServer::start();
+    let store = Store::connect(StoreConfig {
+        url: redis.url(),
+        response_timeout: std::time::Duration::from_millis(200),
+        ..StoreConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut reader = store.event_reader().await.unwrap();
+    let latest = store.latest_event_cursor().await.unwrap();
+    let started = std::time::Instant::now();
+    assert!(reader.read(&latest, 10, 700).await.unwrap().is_empty(), "nothing arrived");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(600), "it waited: {:?}", started.elapsed());
+
+    let writer = store.clone();
+    let late = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        writer.enqueue(&[job("a", None)], T0).await.unwrap();
+    });
+    let started = std::time::Instant::now();
+    let woken = reader.read(&latest, 10, 10_000).await.unwrap();
+    assert_eq!(woken.len(), 1);
+    assert_eq!(woken[0].kind, "job.enqueued");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "woken by the event: {:?}", started.elapsed());
+    late.await.unwrap();
+}

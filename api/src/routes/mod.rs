@@ -47,6 +47,7 @@ use crate::{AppState, openapi};
 
 pub mod actions;
 pub mod approvals;
+pub mod events;
 pub mod executions;
 pub mod health;
 pub mod jobs;
@@ -77,6 +78,7 @@ pub fn v1() -> OpenApiRouter<AppState> {
         .routes(routes!(approvals::approve))
         .routes(routes!(approvals::reject))
         .routes(routes!(approvals::request_changes))
+        .routes(routes!(events::stream))
         .routes(routes!(jobs::enqueue))
         .routes(routes!(jobs::get))
         .routes(routes!(jobs::cancel))

@@ -24,7 +24,8 @@ pub struct Api {
     pub app: Router,
 }
 
-/// A response: status, headers and the JSON body (`null` when empty).
+/// A response: status, headers and the JSON body (`null` when empty; the text of an event
+/// stream as a string).
 #[derive(Debug, Clone)]
 pub struct Reply {
     pub status: StatusCode,
@@ -84,8 +85,14 @@ impl Api {
         let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
             .await
             .unwrap();
+        let event_stream = headers
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
         let body = if bytes.is_empty() {
             Value::Null
+        } else if event_stream {
+            // A stream that ended (`once=true`): its text.
+            Value::String(String::from_utf8_lossy(&bytes).into_owned())
         } else {
             serde_json::from_slice(&bytes)
                 .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
