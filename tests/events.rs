@@ -149,7 +149,7 @@ async fn events_lists_what_is_kept_and_follows_across_a_restart_of_the_api() {
         .expect("config file");
     writeln!(
         config,
-        "\n[api]\nlisten = \"127.0.0.1:{port}\"\n\n[auth]\nenabled = false\n"
+        "\n[api]\nlisten = \"127.0.0.1:{port}\"\n\n[auth]\ndisabled = true\n"
     )
     .expect("append to the config");
     let url = format!("http://127.0.0.1:{port}");
