@@ -29,9 +29,12 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 pub use executions::{OperateOutcome, StartOutcome};
-pub use jobs::{CancelOutcome, EnqueueOutcome, LeaseState, Leased, SettleOutcome, StartOutcome as JobStart};
-pub use keys::Keys;
-pub use notify::Notifier;
+pub use jobs::{
+    AWAITING_RESULT, CancelOutcome, EnqueueOutcome, LeaseState, Leased, PostedResults, ResultRecord, SettleOutcome,
+    StartOutcome as JobStart,
+};
+pub use keys::{Keys, Lane};
+pub use notify::{ExternalWakeups, Notifier};
 pub use pipelines::StoredPipeline;
 pub use query::{EventCursor, EventReader, ExecutionFilter, ListCursor, MAX_PAGE, Page, StoredEvent};
 pub use queues::{QueueStats, WorkerInfo};

@@ -7,7 +7,7 @@ use sluice_core::execution::Plan;
 use sluice_core::ids;
 use sluice_core::job::{JobError, JobStatus, NewJob, Settlement, kinds};
 use sluice_core::retry::{Backoff, RetryPolicy};
-use sluice_store::{CancelOutcome, EnqueueOutcome, JobStart, LeaseState, SettleOutcome, Store, StoreConfig};
+use sluice_store::{CancelOutcome, EnqueueOutcome, JobStart, Lane, LeaseState, SettleOutcome, Store, StoreConfig};
 use sluice_testkit::RedisServer;
 
 const T0: i64 = 1_700_000_000_000;
@@ -71,9 +71,9 @@ async fn a_job_goes_from_enqueue_through_lease_and_start_to_completed() {
     running.attempts = 1;
     let settlement = Settlement::Completed { output: json!({"ok": true}) };
     let plan = Plan { events: sluice_core::execution::settlement_events(&running, &settlement), ..Plan::default() };
-    let r = store.settle(&running, &token, &settlement, &plan, None, 0, T0 + 5).await.unwrap();
+    let r = store.settle(&running, &token, &settlement, &plan, None, 0, None, T0 + 5).await.unwrap();
     assert_eq!(r, SettleOutcome::Applied);
-    let again = store.settle(&running, &token, &settlement, &plan, None, 0, T0 + 6).await.unwrap();
+    let again = store.settle(&running, &token, &settlement, &plan, None, 0, None, T0 + 6).await.unwrap();
     assert_eq!(again, SettleOutcome::LeaseLost, "a result is applied once");
 
     let done = store.get_job(&job.id).await.unwrap().unwrap();
@@ -132,7 +132,7 @@ async fn a_retry_waits_for_its_backoff_in_the_delayed_set() {
     start(&store, &job.id, &token, T0 + 10_000, T0).await;
     let running = store.get_job(&job.id).await.unwrap().unwrap();
     let settlement = Settlement::Retry { error: JobError::retryable("exit code 1"), at: T0 + 1_000, delay_ms: 1_000 };
-    let r = store.settle(&running, &token, &settlement, &Plan::default(), None, 0, T0).await.unwrap();
+    let r = store.settle(&running, &token, &settlement, &Plan::default(), None, 0, None, T0).await.unwrap();
     assert_eq!(r, SettleOutcome::Applied);
 
     let early = store.lease(0, "default", "w", 1, T0 + 10_000, T0 + 999, 10).await.unwrap();
@@ -189,7 +189,7 @@ async fn a_holder_whose_lease_expired_and_was_re_leased_changes_nothing() {
     assert_eq!(running, vec![(job.id.clone(), old.clone())]);
     let expired = store.get_job(&job.id).await.unwrap().unwrap();
     let settlement = Settlement::Retry { error: JobError::retryable("lease expired"), at: T0 + 2_000, delay_ms: 0 };
-    let r = store.settle(&expired, &old, &settlement, &Plan::default(), None, T0 + 2_000, T0 + 2_000).await.unwrap();
+    let r = store.settle(&expired, &old, &settlement, &Plan::default(), None, T0 + 2_000, None, T0 + 2_000).await.unwrap();
     assert_eq!(r, SettleOutcome::Applied);
     let second = store.lease(0, "default", "b", 1, T0 + 9_000, T0 + 2_000, 10).await.unwrap();
     let new = second.jobs[0].lease.clone().unwrap().token;
@@ -201,10 +201,10 @@ async fn a_holder_whose_lease_expired_and_was_re_leased_changes_nothing() {
     let stale = store.get_job(&job.id).await.unwrap().unwrap();
     let done = Settlement::Completed { output: Value::Null };
     assert_eq!(
-        store.settle(&stale, &old, &done, &Plan::default(), None, 0, T0 + 3_000).await.unwrap(),
+        store.settle(&stale, &old, &done, &Plan::default(), None, 0, None, T0 + 3_000).await.unwrap(),
         SettleOutcome::LeaseLost
     );
-    assert!(!store.release(&job.id, "default", &old, T0 + 3_000).await.unwrap());
+    assert!(!store.release(&job.id, "default", Lane::Builtin, &old, T0 + 3_000).await.unwrap());
     let now = store.get_job(&job.id).await.unwrap().unwrap();
     assert_eq!(now.status, JobStatus::Running);
     assert_eq!(now.attempts, 2);
@@ -235,7 +235,7 @@ async fn release_gives_a_running_job_back_without_counting_the_attempt() {
     let l = store.lease(0, "default", "a", 1, T0 + 1_000, T0, 10).await.unwrap();
     let token = l.jobs[0].lease.clone().unwrap().token;
     start(&store, &job.id, &token, T0 + 1_000, T0).await;
-    assert!(store.release(&job.id, "default", &token, T0 + 10).await.unwrap());
+    assert!(store.release(&job.id, "default", Lane::Builtin, &token, T0 + 10).await.unwrap());
     let j = store.get_job(&job.id).await.unwrap().unwrap();
     assert_eq!((j.status, j.attempts), (JobStatus::Pending, 0));
     assert_eq!(store.lease(0, "default", "b", 1, T0 + 9_000, T0 + 20, 10).await.unwrap().jobs.len(), 1);
@@ -253,11 +253,11 @@ async fn promotion_moves_due_jobs_in_bounded_chunks() {
         })
         .collect();
     store.enqueue(&jobs, T0).await.unwrap();
-    assert_eq!(store.promote(0, "default", T0 + 99, 10).await.unwrap(), 0);
-    assert_eq!(store.promote(0, "default", T0 + 100, 10).await.unwrap(), 10);
-    assert_eq!(store.promote(0, "default", T0 + 100, 10).await.unwrap(), 10);
-    assert_eq!(store.promote(0, "default", T0 + 100, 10).await.unwrap(), 5);
-    assert_eq!(store.promote(0, "default", T0 + 100, 10).await.unwrap(), 0);
+    assert_eq!(store.promote(0, "default", Lane::Builtin, T0 + 99, 10).await.unwrap(), 0);
+    assert_eq!(store.promote(0, "default", Lane::Builtin, T0 + 100, 10).await.unwrap(), 10);
+    assert_eq!(store.promote(0, "default", Lane::Builtin, T0 + 100, 10).await.unwrap(), 10);
+    assert_eq!(store.promote(0, "default", Lane::Builtin, T0 + 100, 10).await.unwrap(), 5);
+    assert_eq!(store.promote(0, "default", Lane::Builtin, T0 + 100, 10).await.unwrap(), 0);
     assert_eq!(store.queues(0).await.unwrap(), vec!["default".to_string()]);
     let _ = Duration::ZERO;
 }

@@ -53,7 +53,7 @@ async fn queue_stats_count_every_state_and_the_oldest_waiting_job() {
     let token = leased.jobs[0].lease.as_ref().unwrap().token.clone();
     let settlement = Settlement::Completed { output: json!(1) };
     store
-        .settle(&done, &token, &settlement, &sluice_core::execution::Plan::default(), None, 0, T0 + 3_000)
+        .settle(&done, &token, &settlement, &sluice_core::execution::Plan::default(), None, 0, None, T0 + 3_000)
         .await
         .unwrap();
     let waiting = store.get_job(&jobs[3].id).await.unwrap().unwrap();
