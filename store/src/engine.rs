@@ -23,7 +23,7 @@ use sluice_core::ids;
 use sluice_core::job::{self, Job, JobError, JobStatus, Outcome, Settlement};
 use sluice_core::{Clock, Execution, Millis};
 
-use crate::{CancelOutcome, Leased, OperateOutcome, ResultRecord, SettleOutcome, Store, StoreError};
+use crate::{CancelOutcome, Lane, Leased, OperateOutcome, ResultRecord, SettleOutcome, Store, StoreError};
 
 /// Lost revision races tolerated in a row before giving up with [`StoreError::Contended`].
 const MAX_RACES: usize = 16;
@@ -74,6 +74,14 @@ pub enum ResultPosted {
     LeaseLost,
     /// No such job.
     NotFound,
+}
+
+/// One attempt to settle: the job as read (`attempts` counting this attempt), the lease
+/// token it runs under, and what it did.
+struct Attempt<'a> {
+    job: &'a Job,
+    token: &'a str,
+    outcome: &'a Outcome,
 }
 
 /// What one settle loop committed.
@@ -178,7 +186,7 @@ impl Engine {
         known: Option<Execution>,
         expired_before: Millis,
     ) -> Result<Settled, StoreError> {
-        Ok(match self.commit(job, token, outcome, known, expired_before, None).await? {
+        Ok(match self.commit(Attempt { job, token, outcome }, known, expired_before, None).await? {
             Committed::Applied(settlement, _) => Settled::Applied(settlement),
             // Without a record, the script answers neither replay nor already-applied.
             Committed::LeaseLost | Committed::Replayed(_) | Committed::AlreadyApplied => Settled::LeaseLost,
@@ -189,14 +197,12 @@ impl Engine {
     /// commit; with `key`, as a result posted with that `Idempotency-Key`.
     async fn commit(
         &self,
-        job: &Job,
-        token: &str,
-        outcome: &Outcome,
-        known: Option<Execution>,
+        attempt: Attempt<'_>,
+        mut known: Option<Execution>,
         expired_before: Millis,
         key: Option<&str>,
     ) -> Result<Committed, StoreError> {
-        let mut known = known;
+        let Attempt { job, token, outcome } = attempt;
         for _ in 0..MAX_RACES {
             let now = self.now();
             let mut settlement = job::decide(job, outcome, now, jitter());
@@ -260,7 +266,8 @@ impl Engine {
         if running != Some(token) {
             return Ok(ResultPosted::LeaseLost);
         }
-        Ok(match self.commit(&job, token, &posted.outcome, None, 0, Some(key)).await? {
+        let attempt = Attempt { job: &job, token, outcome: &posted.outcome };
+        Ok(match self.commit(attempt, None, 0, Some(key)).await? {
             Committed::Applied(settlement, answer) => {
                 tracing::info!(job.id = %id, status = settlement.status().as_str(), "posted result applied");
                 ResultPosted::Applied(answer.unwrap_or(Value::Null))
@@ -292,7 +299,7 @@ impl Engine {
             let shard = (first + i) % shards;
             let leased = self
                 .store
-                .lease_external(shard, queue, worker, want, now.saturating_add(lease_ttl_ms), now, EXTERNAL_PROMOTE_LIMIT)
+                .lease(shard, queue, Lane::External, worker, want, now.saturating_add(lease_ttl_ms), now, EXTERNAL_PROMOTE_LIMIT)
                 .await?;
             out.next_due = match (out.next_due, leased.next_due) {
                 (Some(a), Some(b)) => Some(a.min(b)),

@@ -256,9 +256,15 @@ impl Store {
         codec::job_from_hash(&key, &map).map(Some)
     }
 
-    /// Promotes due delayed jobs of `queue`'s builtin lane in `shard` (at most
-    /// `promote_limit`), then reserves up to `max` of its ready jobs for `worker` until
-    /// `deadline`. Jobs of the external lane are never handed out here.
+    /// Promotes due delayed jobs of `queue`'s `lane` in `shard` (at most `promote_limit`),
+    /// then takes up to `max` of its ready jobs for `worker` until `deadline`:
+    ///
+    /// - from the builtin lane (sluice's workers) each is *reserved*: it stays `pending`
+    ///   with a lease token, and runs once [`Store::start`] accepts that token;
+    /// - from the external lane (external workers over the API) each is leased and started
+    ///   in one step: it comes back `running`, with its token and its attempt counted.
+    ///
+    /// Either way only jobs of `lane` are handed out.
     ///
     /// # Errors
     /// Redis errors; an unreadable job record.
@@ -267,65 +273,17 @@ impl Store {
         &self,
         shard: u32,
         queue: &str,
-        worker: &str,
-        max: usize,
-        deadline: Millis,
-        now: Millis,
-        promote_limit: usize,
-    ) -> Result<Leased, StoreError> {
-        let inv = self.lease_invocation(&self.scripts.lease, shard, queue, Lane::Builtin, worker, max, deadline, now, promote_limit);
-        let reply: Vec<RValue> = inv.invoke_async(&mut self.conn.clone()).await?;
-        self.leased_from_reply("lease", shard, &reply)
-    }
-
-    /// Promotes due delayed jobs of `queue`'s external lane in `shard` (at most
-    /// `promote_limit`), then leases and starts up to `max` of its ready jobs for the
-    /// external worker `worker` until `deadline`: each comes back `running`, with its lease
-    /// token and its attempt counted. Jobs of the builtin lane are never handed out here.
-    ///
-    /// # Errors
-    /// Redis errors; an unreadable job record.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn lease_external(
-        &self,
-        shard: u32,
-        queue: &str,
-        worker: &str,
-        max: usize,
-        deadline: Millis,
-        now: Millis,
-        promote_limit: usize,
-    ) -> Result<Leased, StoreError> {
-        let mut inv = self.lease_invocation(
-            &self.scripts.lease_external,
-            shard,
-            queue,
-            Lane::External,
-            worker,
-            max,
-            deadline,
-            now,
-            promote_limit,
-        );
-        inv.arg(self.keys.execution_prefix(shard)).arg(EXECUTION_EVENTS_SUFFIX);
-        let reply: Vec<RValue> = inv.invoke_async(&mut self.conn.clone()).await?;
-        self.leased_from_reply("lease_external", shard, &reply)
-    }
-
-    /// The KEYS and ARGV the lease scripts share (see `lease_lane` in `lua/lib.lua`).
-    #[allow(clippy::too_many_arguments)]
-    fn lease_invocation<'a>(
-        &self,
-        script: &'a redis::Script,
-        shard: u32,
-        queue: &str,
         lane: Lane,
         worker: &str,
         max: usize,
         deadline: Millis,
         now: Millis,
         promote_limit: usize,
-    ) -> redis::ScriptInvocation<'a> {
+    ) -> Result<Leased, StoreError> {
+        let (script, name) = match lane {
+            Lane::Builtin => (&self.scripts.lease, "lease"),
+            Lane::External => (&self.scripts.lease_external, "lease_external"),
+        };
         let mut inv = self.in_shard(script, shard, now);
         inv.key(self.keys.ready(shard, queue, lane))
             .key(self.keys.delayed(shard, queue, lane))
@@ -336,7 +294,11 @@ impl Store {
             .arg(ulid::Ulid::generate().to_string())
             .arg(self.keys.job_prefix(shard))
             .arg(promote_limit.max(1));
-        inv
+        if lane == Lane::External {
+            inv.arg(self.keys.execution_prefix(shard)).arg(EXECUTION_EVENTS_SUFFIX);
+        }
+        let reply: Vec<RValue> = inv.invoke_async(&mut self.conn.clone()).await?;
+        self.leased_from_reply(name, shard, &reply)
     }
 
     /// Reads the reply of a lease script: the next due time, then `(id, fields)` per job.

@@ -14,7 +14,7 @@ use sluice_core::pipeline::{Pipeline, StepDef, StepKind};
 use sluice_core::retry::{Backoff, RetryPolicy};
 use sluice_core::{ExecutionStatus, FakeClock, StepStatus};
 use sluice_store::engine::{Acted, Cancelled, Engine, PostedResult, ResultPosted, Settled};
-use sluice_store::{AWAITING_RESULT, JobStart, SettleOutcome, StartOutcome, Store, StoreConfig};
+use sluice_store::{AWAITING_RESULT, JobStart, Lane, SettleOutcome, StartOutcome, Store, StoreConfig};
 use sluice_testkit::RedisServer;
 use sluice_testkit::redis::Commands;
 
@@ -69,10 +69,22 @@ fn token(job: &Job) -> String {
     job.lease.as_ref().expect("a leased job has a lease").token.clone()
 }
 
+/// Enqueues a job of a custom kind in queue `q` and leases it as external worker `ext`;
+/// returns the job as leased and its token.
+async fn leased_custom_job(engine: &Engine) -> (Job, String) {
+    let job = new_job("q", "resize-image");
+    engine.store().enqueue(std::slice::from_ref(&job), engine.now()).await.unwrap();
+    let mut leased = engine.lease_external("q", "ext", 1, TTL).await.unwrap();
+    assert_eq!(leased.jobs.len(), 1);
+    let job = leased.jobs.remove(0);
+    let token = token(&job);
+    (job, token)
+}
+
 /// Leases one job of `queue`'s builtin lane the way a worker does, and starts it.
 async fn run_builtin(engine: &Engine, queue: &str) -> (Job, String) {
     let now = engine.now();
-    let mut leased = engine.store().lease(0, queue, "w", 1, now + TTL, now, 10).await.unwrap();
+    let mut leased = engine.store().lease(0, queue, Lane::Builtin, "w", 1, now + TTL, now, 10).await.unwrap();
     assert_eq!(leased.jobs.len(), 1, "one job in the builtin lane");
     let mut job = leased.jobs.remove(0);
     let token = token(&job);
@@ -108,7 +120,7 @@ async fn each_job_waits_in_the_lane_of_its_kind_and_each_lease_reads_only_its_ow
     assert_eq!((stats[0].queue.as_str(), stats[0].ready, stats[0].external_ready), ("media", 2, 1));
 
     // sluice's workers get the command job, never the custom one.
-    let leased = store.lease(0, "media", "w", 10, T0 + TTL, T0, 10).await.unwrap();
+    let leased = store.lease(0, "media", Lane::Builtin, "w", 10, T0 + TTL, T0, 10).await.unwrap();
     assert_eq!(leased.jobs.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(), [builtin.id.as_str()]);
 
     // An external worker gets the custom job, already running, and never the command job.
@@ -121,7 +133,7 @@ async fn each_job_waits_in_the_lane_of_its_kind_and_each_lease_reads_only_its_ow
     assert_eq!(job.started_at, Some(T0));
     assert_eq!(job.payload, json!({"image": "cat.png"}), "a standalone job's payload is served as enqueued");
     assert!(engine.lease_external("media", "ext-2", 10, TTL).await.unwrap().jobs.is_empty());
-    assert!(store.lease(0, "media", "w", 10, T0 + TTL, T0, 10).await.unwrap().jobs.is_empty());
+    assert!(store.lease(0, "media", Lane::Builtin, "w", 10, T0 + TTL, T0, 10).await.unwrap().jobs.is_empty());
 
     let events = event_kinds(store).await;
     let started: Vec<&Value> = events.iter().filter(|(k, d)| k == "job.started" && d["job_id"] == custom.id).map(|(_, d)| d).collect();
@@ -139,21 +151,18 @@ async fn pausing_a_queue_holds_both_lanes() {
     store.enqueue(&[new_job("q", "resize-image"), new_job("q", kinds::NOOP)], T0).await.unwrap();
     store.set_queue_paused("q", true).await.unwrap();
     assert!(engine.lease_external("q", "ext", 5, TTL).await.unwrap().jobs.is_empty());
-    assert!(store.lease(0, "q", "w", 5, T0 + TTL, T0, 10).await.unwrap().jobs.is_empty());
+    assert!(store.lease(0, "q", Lane::Builtin, "w", 5, T0 + TTL, T0, 10).await.unwrap().jobs.is_empty());
     assert!(store.queue_stats(Some("q"), T0, 1_000).await.unwrap()[0].paused);
     store.set_queue_paused("q", false).await.unwrap();
     assert_eq!(engine.lease_external("q", "ext", 5, TTL).await.unwrap().jobs.len(), 1);
-    assert_eq!(store.lease(0, "q", "w", 5, T0 + TTL, T0, 10).await.unwrap().jobs.len(), 1);
+    assert_eq!(store.lease(0, "q", Lane::Builtin, "w", 5, T0 + TTL, T0, 10).await.unwrap().jobs.len(), 1);
 }
 
 #[tokio::test]
 async fn a_result_is_applied_once_per_key_and_once_per_attempt() {
     let redis = RedisServer::start();
     let (engine, _) = engine(&redis).await;
-    let job = new_job("q", "resize-image");
-    engine.store().enqueue(std::slice::from_ref(&job), T0).await.unwrap();
-    let leased = engine.lease_external("q", "ext", 1, TTL).await.unwrap();
-    let t = token(&leased.jobs[0]);
+    let (job, t) = leased_custom_job(&engine).await;
 
     let done = || Outcome::Completed(json!({"url": "cat-small.png"}));
     let first = engine.post_result(&job.id, &posted("k1", Some(&t), done())).await.unwrap();
@@ -186,10 +195,7 @@ async fn retries_and_expired_leases_stay_in_the_external_lane_and_stale_tokens_c
     let redis = RedisServer::start();
     let (engine, clock) = engine(&redis).await;
     let store = engine.store();
-    let job = new_job("q", "resize-image");
-    store.enqueue(std::slice::from_ref(&job), T0).await.unwrap();
-    let first = engine.lease_external("q", "ext-a", 1, TTL).await.unwrap();
-    let t1 = token(&first.jobs[0]);
+    let (job, t1) = leased_custom_job(&engine).await;
 
     // A retryable failure: back to the external lane's delayed set for the backoff.
     let failure = Outcome::Failed(JobError::retryable("the disk was full"));
@@ -199,7 +205,7 @@ async fn retries_and_expired_leases_stay_in_the_external_lane_and_stale_tokens_c
     let early = engine.lease_external("q", "ext-a", 1, TTL).await.unwrap();
     assert_eq!((early.jobs.len(), early.next_due), (0, Some(T0 + 1_000)));
     clock.advance(1_000);
-    assert!(store.lease(0, "q", "w", 1, T0 + 10_000, engine.now(), 10).await.unwrap().jobs.is_empty());
+    assert!(store.lease(0, "q", Lane::Builtin, "w", 1, T0 + 10_000, engine.now(), 10).await.unwrap().jobs.is_empty());
     let second = engine.lease_external("q", "ext-b", 1, TTL).await.unwrap();
     assert_eq!(second.jobs[0].attempts, 2);
     let t2 = token(&second.jobs[0]);
@@ -260,7 +266,7 @@ async fn an_external_step_gets_its_context_and_its_result_advances_the_execution
     let settled = engine.settle(&build, &t, &Outcome::Completed(json!({"sha": "abc123"})), None, 0).await.unwrap();
     assert!(matches!(settled, Settled::Applied(_)));
 
-    assert!(engine.store().lease(0, "default", "w", 5, T0 + TTL, T0, 10).await.unwrap().jobs.is_empty(), "sluice's workers never get an external step");
+    assert!(engine.store().lease(0, "default", Lane::Builtin, "w", 5, T0 + TTL, T0, 10).await.unwrap().jobs.is_empty(), "sluice's workers never get an external step");
     let leased = engine.lease_external("default", "ext", 5, TTL).await.unwrap();
     assert_eq!(leased.jobs.len(), 1);
     let job = &leased.jobs[0];
@@ -336,10 +342,8 @@ async fn the_settle_script_itself_replays_a_key_and_refuses_a_second_key_for_the
     let redis = RedisServer::start();
     let (engine, _) = engine(&redis).await;
     let store = engine.store();
-    let job = new_job("q", "resize-image");
-    store.enqueue(std::slice::from_ref(&job), T0).await.unwrap();
-    let leased = engine.lease_external("q", "ext", 1, TTL).await.unwrap();
-    let (running, t) = (&leased.jobs[0], token(&leased.jobs[0]));
+    let (job, t) = leased_custom_job(&engine).await;
+    let running = &job;
     let settlement = sluice_core::job::Settlement::Completed { output: json!(1) };
     let plan = sluice_core::execution::Plan::default();
     let record = |key: &str| sluice_store::ResultRecord { key: key.into(), answer: format!("{{\"key\":\"{key}\"}}") };
@@ -360,10 +364,7 @@ async fn the_settle_script_itself_replays_a_key_and_refuses_a_second_key_for_the
 async fn concurrent_posts_of_one_result_apply_it_once_and_all_get_its_answer() {
     let redis = RedisServer::start();
     let (engine, _) = engine(&redis).await;
-    let job = new_job("q", "resize-image");
-    engine.store().enqueue(std::slice::from_ref(&job), T0).await.unwrap();
-    let leased = engine.lease_external("q", "ext", 1, TTL).await.unwrap();
-    let t = token(&leased.jobs[0]);
+    let (job, t) = leased_custom_job(&engine).await;
     let posts = (0..16).map(|_| {
         let (engine, id, t) = (engine.clone(), job.id.clone(), t.clone());
         tokio::spawn(async move { engine.post_result(&id, &posted("same", Some(&t), Outcome::Completed(json!(7)))).await.unwrap() })

@@ -13,7 +13,7 @@ use serde_json::Value;
 use sluice_api::{AppState, router};
 use sluice_core::ids;
 use sluice_store::engine::Engine;
-use sluice_store::{JobStart, Store, StoreConfig};
+use sluice_store::{JobStart, Lane, Store, StoreConfig};
 use sluice_testkit::RedisServer;
 use tower::ServiceExt;
 
@@ -120,7 +120,7 @@ impl Api {
         let deadline = now + 60_000;
         let shard = ids::shard_of(id, ids::JOB).unwrap();
         let leased = store
-            .lease(shard, "default", "w", 1, deadline, now, 10)
+            .lease(shard, "default", Lane::Builtin, "w", 1, deadline, now, 10)
             .await
             .unwrap();
         assert_eq!(leased.jobs.len(), 1);
