@@ -28,6 +28,7 @@
 //! - every timestamp comes from the engine's clock.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
@@ -61,6 +62,8 @@ pub struct AppState {
     pub engine: Engine,
     /// Who may call what.
     pub auth: Auth,
+    /// The lease long-polls of external workers, ended by [`serve`]'s shutdown.
+    long_polls: Arc<routes::workers::LongPolls>,
 }
 
 impl AppState {
@@ -70,6 +73,7 @@ impl AppState {
         Self {
             engine,
             auth: Auth::disabled(),
+            long_polls: Arc::default(),
         }
     }
 
@@ -132,8 +136,9 @@ pub fn v1_routes() -> Vec<(Method, String)> {
     routes
 }
 
-/// Serves [`router`] on `listener` until `shutdown` resolves, then stops accepting and
-/// waits for in-flight requests to finish.
+/// Serves [`router`] on `listener` until `shutdown` resolves, then stops accepting, ends
+/// the lease long-polls of external workers (they answer with the jobs they have, none),
+/// and waits for in-flight requests to finish.
 ///
 /// # Errors
 /// Accepting connections failed.
@@ -146,6 +151,11 @@ pub async fn serve(
         Ok(addr) => tracing::info!(api.listen = %addr, "HTTP API listening"),
         Err(e) => tracing::warn!(error = %e, "HTTP API listening on an unknown address"),
     }
+    let long_polls = state.long_polls.clone();
+    let shutdown = async move {
+        shutdown.await;
+        long_polls.close();
+    };
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await?;

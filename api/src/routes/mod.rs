@@ -50,6 +50,7 @@ pub mod executions;
 pub mod health;
 pub mod jobs;
 pub mod pipelines;
+pub mod workers;
 
 /// The routes that need no token: the probes and the OpenAPI document.
 pub fn open() -> OpenApiRouter<AppState> {
@@ -75,6 +76,9 @@ pub fn v1() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::enqueue))
         .routes(routes!(jobs::get))
         .routes(routes!(jobs::cancel))
+        .routes(routes!(workers::lease))
+        .routes(routes!(workers::heartbeat))
+        .routes(routes!(workers::result))
 }
 
 /// Every route with its documentation: [`open()`] and [`v1()`], the latter marked as

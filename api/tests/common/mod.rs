@@ -113,6 +113,17 @@ impl Api {
         self.send(request.unwrap()).await
     }
 
+    /// `POST /v1/jobs/{id}/result` with `body`, and the `Idempotency-Key` header when `key`
+    /// is given.
+    pub async fn post_result(&self, id: &str, key: Option<&str>, body: Value) -> Reply {
+        let mut builder = Request::post(format!("/v1/jobs/{id}/result"))
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(key) = key {
+            builder = builder.header("Idempotency-Key", key);
+        }
+        self.send(builder.body(Body::from(body.to_string())).unwrap()).await
+    }
+
     /// Leases and starts job `id` of queue `default` as worker `w`.
     pub async fn run_job(&self, id: &str) {
         let store = self.engine.store();
