@@ -1,7 +1,7 @@
-//! External workers over HTTP, against a real Redis (testkit): lease (with long-poll),
-//! heartbeat and result, applied exactly once; the two lanes of a queue (sluice's workers
-//! never get a job of a custom kind, the API never hands out a `command` job); the `worker`
-//! role.
+//! External workers over HTTP, against a real Redis (testkit): lease (with long-poll, ended
+//! at once by a server shutdown), heartbeat (which tells of a cancelled execution) and
+//! result, applied exactly once; the two lanes of a queue (sluice's workers never get a job
+//! of a custom kind, the API never hands out a `command` job); the `worker` role.
 //!
 //! The pipeline validator of this release does not accept `kind = "external"` steps yet, so
 //! step jobs of kind `external` are made here by starting an execution of a pipeline built
@@ -541,4 +541,92 @@ async fn a_worker_token_leases_heartbeats_and_posts_results_but_starts_nothing()
         );
         assert_eq!(body["required_role"], "user", "{uri}");
     }
+}
+
+#[tokio::test]
+async fn a_heartbeat_tells_the_worker_its_execution_was_cancelled_and_its_result_changes_nothing_else()
+ {
+    let api = api().await;
+    let steps = vec![
+        step("resize", StepKind::External { params: None }),
+        step("publish", StepKind::External { params: None }),
+    ];
+    let exec_id = start_execution(&api.engine, steps, json!({})).await;
+    let jobs = lease(&api, "media", json!({"worker": "w"})).await;
+    let (id, token) = (
+        jobs[0]["id"].as_str().unwrap(),
+        jobs[0]["token"].as_str().unwrap(),
+    );
+    let beat = json!({"token": token});
+    let r = post(&api, &format!("/v1/jobs/{id}/heartbeat"), beat.clone()).await;
+    assert_eq!(r.body["cancel_requested"], false);
+
+    let r = post(&api, &format!("/v1/executions/{exec_id}/cancel"), json!({})).await;
+    assert_eq!(r.body["status"], "cancelled", "{r:?}");
+    let r = post(&api, &format!("/v1/jobs/{id}/heartbeat"), beat).await;
+    assert_eq!(
+        (r.status, &r.body["cancel_requested"]),
+        (StatusCode::OK, &json!(true))
+    );
+
+    // The worker stops and reports; the attempt is recorded, nothing is retried or advanced.
+    let failed = json!({"token": token, "outcome": "failed", "error": "stopped"});
+    let r = api.post_result(id, Some("stop-1"), failed).await;
+    assert_eq!(
+        (r.status, r.body["job_status"].as_str()),
+        (StatusCode::OK, Some("failed")),
+        "{r:?}"
+    );
+    let exec = api
+        .call(Method::GET, &format!("/v1/executions/{exec_id}"), None)
+        .await;
+    assert_eq!(
+        (exec.body["status"].as_str(), exec.body["current"].as_u64()),
+        (Some("cancelled"), Some(0))
+    );
+    assert!(
+        lease(&api, "media", json!({"worker": "w"}))
+            .await
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn shutting_the_server_down_ends_a_long_poll_at_once() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let api = api().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let state = AppState::new(api.engine.clone());
+    let server = tokio::spawn(sluice_api::serve(listener, state, async move {
+        let _ = stopped.await;
+    }));
+
+    let body = json!({"worker": "w", "wait_ms": 30000}).to_string();
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "POST /v1/queues/media/lease HTTP/1.1\r\nhost: sluice\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(request.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let began = Instant::now();
+    let _ = stop.send(());
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with(r#"{"jobs":[]}"#), "{answer}");
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        began.elapsed()
+    );
 }
