@@ -40,12 +40,13 @@ impl EnqueueOutcome {
     }
 }
 
-/// Jobs reserved by one [`Store::lease`] call.
+/// Jobs taken by one [`Store::lease`] call.
 #[derive(Debug, Clone, Default)]
 pub struct Leased {
-    /// The reserved jobs (status `pending`, with a lease).
+    /// The jobs, each with its lease: reserved (status `pending`) from the builtin lane,
+    /// started (status `running`) from the external lane.
     pub jobs: Vec<Job>,
-    /// When the queue's earliest delayed job is due, if it has one.
+    /// When the lane's earliest delayed job is due, if it has one.
     pub next_due: Option<Millis>,
 }
 

@@ -1,6 +1,7 @@
 //! The sluice store: the only crate that talks to Redis.
 //!
-//! - [`keys`] builds every key; all keys of a shard share one hash tag.
+//! - [`keys`] builds every key; all keys of a shard share one hash tag. Each queue has two
+//!   lanes ([`Lane`]): the jobs sluice's workers run, and the jobs left to external workers.
 //! - `lua/*.lua` holds one script per atomic operation, each with a header documenting its
 //!   KEYS, ARGV, return value and invariant; [`scripts`] loads them.
 //! - [`Store`] wraps each script in one typed method, and [`engine`] runs the
