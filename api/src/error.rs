@@ -62,6 +62,8 @@ pub const CODES: &[&str] = &[
     "NOT_AWAITING_APPROVAL",
     "NOT_AN_APPROVER",
     "NOTHING_TO_REWORK",
+    "LEASE_LOST",
+    "RESULT_ALREADY_APPLIED",
     "UNAUTHORIZED",
     "FORBIDDEN",
     "NOT_READY",
@@ -117,7 +119,7 @@ pub(crate) struct ProblemDocument {
     /// `TARGET_BUSY`: the live execution holding the target.
     #[schema(required = false)]
     execution_id: String,
-    /// `JOB_NOT_PENDING`: the job.
+    /// `JOB_NOT_PENDING`, `LEASE_LOST`, `RESULT_ALREADY_APPLIED`: the job.
     #[schema(required = false)]
     job_id: String,
     /// `JOB_NOT_PENDING`: the job's status.
@@ -161,8 +163,8 @@ macro_rules! problem_responses {
 problem_responses! {
     /// `BAD_REQUEST`: the request cannot be read: the body is not valid JSON (the detail
     /// names the line and column), a path parameter is not valid percent-encoding or not a
-    /// valid name (a queue name), or a query parameter has a value the operation does not
-    /// know.
+    /// valid name (a queue), a query parameter has a value the operation does not know, or
+    /// a header the operation requires is missing or malformed (the detail names it).
     BadRequest;
     /// `PAYLOAD_TOO_LARGE`: the body is larger than the limit (`limit_bytes`, 1 MiB).
     PayloadTooLarge;
@@ -207,6 +209,15 @@ problem_responses! {
     /// `NOTHING_TO_REWORK`: changes were asked on an `approval` step that has no step
     /// before it to run again.
     NothingToRework;
+    /// `LEASE_LOST`: the token does not hold the job's lease (it expired and the job was
+    /// reclaimed, or leased again, or the job settled), or no attempt of the job is
+    /// running; nothing changed. Stop working on the job.
+    LeaseLost;
+    /// `LEASE_LOST`: the token does not hold the job's lease any more (it expired and the
+    /// job was reclaimed or leased again, or the job settled), or, without a token, no
+    /// attempt of the job runs. `RESULT_ALREADY_APPLIED`: a result with another
+    /// `Idempotency-Key` already settled this attempt. Either way nothing changed.
+    ResultConflict;
     /// `UNAUTHORIZED`: no valid bearer token: none was sent, the `Authorization` header is
     /// not `Bearer <token>`, or the token matches no configured token.
     Unauthorized [headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"sluice\"`."))];
@@ -313,6 +324,25 @@ pub enum ApiError {
         id: String,
         /// Its status.
         status: JobStatus,
+    },
+    /// A heartbeat or a result whose token does not hold the job's lease, or a result
+    /// without a token while no attempt runs (`LEASE_LOST`, 409).
+    #[error("{detail}")]
+    LeaseLost {
+        /// The job.
+        id: String,
+        /// What was found.
+        detail: String,
+    },
+    /// A result with another `Idempotency-Key` already settled the attempt
+    /// (`RESULT_ALREADY_APPLIED`, 409).
+    #[error(
+        "a result with another Idempotency-Key was already applied to this attempt of job `{id}`; \
+         repeat a result with its own key to read its answer"
+    )]
+    ResultAlreadyApplied {
+        /// The job.
+        id: String,
     },
     /// An operator action is not allowed in the execution's state
     /// (`EXECUTION_NOT_RETRYABLE`, `EXECUTION_NOT_PAUSABLE`, `EXECUTION_NOT_PAUSED`: 409;
@@ -426,7 +456,10 @@ impl ApiError {
             ApiError::Validation { .. } | ApiError::PipelineInvalid { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            ApiError::TargetBusy { .. } | ApiError::JobNotPending { .. } => StatusCode::CONFLICT,
+            ApiError::TargetBusy { .. }
+            | ApiError::JobNotPending { .. }
+            | ApiError::LeaseLost { .. }
+            | ApiError::ResultAlreadyApplied { .. } => StatusCode::CONFLICT,
             ApiError::Refused { refusal: Refusal::StepOutOfRange(_), .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Refused { .. } => StatusCode::CONFLICT,
             ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -452,6 +485,8 @@ impl ApiError {
             ApiError::JobNotFound { .. } => "JOB_NOT_FOUND",
             ApiError::TargetBusy { .. } => "TARGET_BUSY",
             ApiError::JobNotPending { .. } => "JOB_NOT_PENDING",
+            ApiError::LeaseLost { .. } => "LEASE_LOST",
+            ApiError::ResultAlreadyApplied { .. } => "RESULT_ALREADY_APPLIED",
             ApiError::Refused { refusal, .. } => match refusal {
                 Refusal::NotRetryable(_) => "EXECUTION_NOT_RETRYABLE",
                 Refusal::NotPausable(_) => "EXECUTION_NOT_PAUSABLE",
@@ -495,6 +530,8 @@ impl ApiError {
             "NOT_AWAITING_APPROVAL" => "Not awaiting approval",
             "NOT_AN_APPROVER" => "Not an approver",
             "NOTHING_TO_REWORK" => "Nothing to rework",
+            "LEASE_LOST" => "Lease lost",
+            "RESULT_ALREADY_APPLIED" => "Result already applied",
             "NOT_READY" => "Not ready",
             "STORE_UNAVAILABLE" => "Store unavailable",
             _ => "Internal error",
@@ -533,6 +570,9 @@ impl ApiError {
                 // Not `status`: that member is the HTTP status of the problem (RFC 9457).
                 ext.insert("job_id".into(), json!(id));
                 ext.insert("job_status".into(), json!(status.as_str()));
+            }
+            ApiError::LeaseLost { id, .. } | ApiError::ResultAlreadyApplied { id } => {
+                ext.insert("job_id".into(), json!(id));
             }
             ApiError::PayloadTooLarge { limit } => {
                 ext.insert("limit_bytes".into(), json!(limit));
@@ -657,6 +697,11 @@ mod tests {
                 id: "j".into(),
                 status: JobStatus::Running,
             },
+            ApiError::LeaseLost {
+                id: "j".into(),
+                detail: "lost".into(),
+            },
+            ApiError::ResultAlreadyApplied { id: "j".into() },
             ApiError::Refused { id: "e".into(), refusal: Refusal::NotRetryable(ExecutionStatus::Running) },
             ApiError::Refused { id: "e".into(), refusal: Refusal::NotPausable(ExecutionStatus::Failed) },
             ApiError::Refused { id: "e".into(), refusal: Refusal::NotPaused(ExecutionStatus::Running) },
@@ -693,6 +738,8 @@ mod tests {
             | ApiError::JobNotFound { .. }
             | ApiError::TargetBusy { .. }
             | ApiError::JobNotPending { .. }
+            | ApiError::LeaseLost { .. }
+            | ApiError::ResultAlreadyApplied { .. }
             | ApiError::Refused { .. }
             | ApiError::StepNotFound { .. }
             | ApiError::VoteRefused { .. }

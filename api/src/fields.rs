@@ -162,6 +162,19 @@ impl<'a> Fields<'a> {
         Some(n)
     }
 
+    /// A boolean field.
+    pub(crate) fn boolean(&self, key: &str, problems: &mut Vec<Problem>) -> Option<bool> {
+        let value = self.get(key)?;
+        if let Some(b) = value.as_bool() {
+            return Some(b);
+        }
+        problems.push(Problem::new(
+            self.path(key),
+            format!("must be true or false, not {}", kind_of(value)),
+        ));
+        None
+    }
+
     /// A duration field written like `10s`, `5m`, `1h30m`.
     pub(crate) fn duration(&self, key: &str, problems: &mut Vec<Problem>) -> Option<Duration> {
         let value = self.get(key)?;
@@ -185,6 +198,12 @@ impl<'a> Fields<'a> {
     }
 }
 
+/// The fields named by `problems`, in order (for tests).
+#[cfg(test)]
+pub(crate) fn problem_fields(problems: &[Problem]) -> Vec<&str> {
+    problems.iter().map(|p| p.field.as_str()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -202,8 +221,14 @@ mod tests {
         assert_eq!(f.integer("c", 0..=10, &mut problems), None);
         assert_eq!(f.duration("d", &mut problems), None);
         assert_eq!(f.required_string("e", 1..=10, true, &mut problems), None);
+        assert_eq!(f.boolean("a", &mut problems), None);
+        assert_eq!(f.boolean("e", &mut problems), None);
         let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
-        assert_eq!(fields, ["zz", "a", "b", "c", "d", "e"]);
+        assert_eq!(fields, ["zz", "a", "b", "c", "d", "e", "a"]);
+        assert_eq!(problems[6].message, "must be true or false, not a number");
+        let flag = json!({"on": false});
+        let f = Fields::object(&flag, "", &mut problems).unwrap();
+        assert_eq!(f.boolean("on", &mut problems), Some(false));
         assert_eq!(problems[1].message, "must be a string, not a number");
         assert_eq!(problems[5].message, "is required");
     }

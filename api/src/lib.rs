@@ -30,6 +30,7 @@
 //!   when its client goes away or [`serve`] begins to shut down.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
@@ -67,6 +68,8 @@ pub struct AppState {
     /// Cancelled when the server begins to shut down: live event streams end then, so that
     /// the graceful shutdown does not wait for their subscribers.
     closing: CancellationToken,
+    /// The lease long-polls of external workers, ended by [`serve`]'s shutdown.
+    long_polls: Arc<routes::workers::LongPolls>,
 }
 
 impl AppState {
@@ -77,6 +80,7 @@ impl AppState {
             engine,
             auth: Auth::disabled(),
             closing: CancellationToken::new(),
+            long_polls: Arc::default(),
         }
     }
 
@@ -146,7 +150,8 @@ pub fn v1_routes() -> Vec<(Method, String)> {
 
 /// Serves [`router`] on `listener` until `shutdown` resolves, then stops accepting, ends
 /// the live event streams (`GET /v1/events`; their clients reconnect elsewhere or later)
-/// and waits for the other in-flight requests to finish.
+/// and the lease long-polls of external workers (they answer with the jobs they have,
+/// none), and waits for the other in-flight requests to finish.
 ///
 /// # Errors
 /// Accepting connections failed.
@@ -164,10 +169,12 @@ pub async fn serve(
         closing: closing.clone(),
         ..state
     };
+    let long_polls = state.long_polls.clone();
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move {
             shutdown.await;
             closing.cancel();
+            long_polls.close();
         })
         .await?;
     tracing::info!("HTTP API stopped");

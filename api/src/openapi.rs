@@ -59,6 +59,11 @@ const TAGS: &[(&str, &str)] = &[
         "What happened: the live event stream and an execution's own events.",
     ),
     (
+        "workers",
+        "External workers: lease the jobs sluice's own workers do not run, heartbeat them, \
+         post their results (exactly once, by `Idempotency-Key`).",
+    ),
+    (
         "probes",
         "Liveness and readiness; open, for load balancers and supervisors.",
     ),
@@ -258,6 +263,12 @@ pub(crate) fn add_request_problems(api: &mut OpenApi) {
 pub async fn document() -> Json<&'static OpenApi> {
     static DOCUMENT: OnceLock<OpenApi> = OnceLock::new();
     Json(DOCUMENT.get_or_init(crate::openapi))
+}
+
+/// `names` as a set, to compare with [`property_names`].
+#[cfg(test)]
+pub(crate) fn name_set(names: &[&str]) -> std::collections::BTreeSet<String> {
+    names.iter().map(|n| (*n).to_string()).collect()
 }
 
 /// The names of the properties of `T`'s schema (an object).

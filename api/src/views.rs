@@ -265,6 +265,9 @@ pub(crate) struct QueueView {
     queue: String,
     /// Pending jobs ready to run.
     ready: u64,
+    /// Of those, the ones waiting for an external worker (kinds sluice's own workers do not
+    /// run).
+    external_ready: u64,
     /// Pending jobs waiting for a later time (a delay, a retry backoff).
     delayed: u64,
     /// Pending jobs in a worker's prefetch buffer, not started yet.
@@ -294,6 +297,7 @@ impl From<QueueStats> for QueueView {
         Self {
             queue: stats.queue,
             ready: stats.ready,
+            external_ready: stats.external_ready,
             delayed: stats.delayed,
             reserved: stats.reserved,
             running: stats.running,
@@ -313,6 +317,114 @@ impl From<QueueStats> for QueueView {
 pub(crate) struct QueueList {
     /// One entry per queue that ever held a job (or only the one asked for with `?queue=`).
     pub(crate) items: Vec<QueueView>,
+}
+
+/// A job leased by an external worker: the work, and what reporting on it takes.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct LeasedJob {
+    /// The job id (`job_<shard>_<ULID>`).
+    id: String,
+    /// Its queue.
+    queue: String,
+    /// Its kind (never one sluice's workers run: `command`, `noop`, `http`, `gate`,
+    /// `sleep`).
+    kind: String,
+    /// Its input, as enqueued. For an `external` step: `{"params": …, "context": …}`, the
+    /// step's `params` and the step context (`{"execution": {…}, "input": {…}, "steps":
+    /// {"<name>": {"status": …, "output": …}}}`: the execution input and the outputs of
+    /// the steps before it).
+    payload: Value,
+    /// This attempt's number, from 1.
+    attempt: u32,
+    /// Attempts allowed in total: a failure of the last one is final.
+    max_attempts: u32,
+    /// The lease's fencing token: send it with each heartbeat and with the result. It is
+    /// a capability; keep it to the worker.
+    token: String,
+    /// When the lease expires unless a heartbeat extends it (ms since the Unix epoch).
+    lease_deadline: Millis,
+    /// The execution, for a step job.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false)]
+    execution_id: Option<String>,
+    /// The index of the step in that execution, for a step job.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false)]
+    step: Option<u32>,
+}
+
+impl LeasedJob {
+    /// The view of a job just leased (running, with its lease).
+    pub(crate) fn of(job: Job) -> Result<Self, ApiError> {
+        let lease = job
+            .lease
+            .ok_or_else(|| ApiError::Internal(format!("leased job {} has no lease", job.id)))?;
+        Ok(Self {
+            id: job.id,
+            queue: job.queue,
+            kind: job.kind,
+            payload: job.payload,
+            attempt: job.attempts,
+            max_attempts: job.retry.max_attempts,
+            token: lease.token,
+            lease_deadline: lease.deadline,
+            execution_id: job.execution_id,
+            step: job.step,
+        })
+    }
+}
+
+/// The answer to a lease: the jobs leased, none when the wait ran out.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Leases {
+    /// The jobs, each already `running` under its own lease (at most `max`).
+    pub(crate) jobs: Vec<LeasedJob>,
+}
+
+/// The answer to a heartbeat.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct HeartbeatAnswer {
+    /// The job.
+    pub(crate) job_id: String,
+    /// The lease's new deadline (ms since the Unix epoch).
+    pub(crate) lease_deadline: Millis,
+    /// The job's execution was cancelled or restarted by an operator: stop the work and
+    /// post a failed result (it is recorded, and changes nothing else).
+    pub(crate) cancel_requested: bool,
+}
+
+/// What a posted result reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum PostedOutcome {
+    /// The work succeeded (with its `output`).
+    Completed,
+    /// The work failed (with its `error`; retried per the job's retry policy when
+    /// `retryable`).
+    Failed,
+}
+
+// Documentation only: the engine records the answer (`sluice_store::engine`) and a replay
+// serves it as recorded; the OpenAPI tests check served answers against this schema.
+/// The answer to a posted result; a repeat of the post with the same `Idempotency-Key`
+/// gets the same answer.
+#[derive(ToSchema)]
+#[schema(as = ResultApplied)]
+#[expect(dead_code, reason = "documentation only: the engine records the answer")]
+pub(crate) struct ResultAnswer {
+    /// The job.
+    job_id: String,
+    /// The attempt the result settled.
+    attempt: u32,
+    /// What the result reported.
+    outcome: PostedOutcome,
+    /// The job's status right after the result: `completed`, `failed` (for good), or
+    /// `pending` (failed, another attempt due at `next_attempt_at`).
+    job_status: sluice_core::JobStatus,
+    /// With `job_status` `pending`: when the next attempt may start (ms since the Unix
+    /// epoch).
+    #[schema(required = false)]
+    next_attempt_at: Millis,
 }
 
 /// The answer of a probe that passed.
@@ -378,11 +490,18 @@ mod tests {
         );
         let lease = serde_json::to_value(LeaseView::schema()).unwrap();
         assert_eq!(lease["required"], json!(["worker", "deadline"]));
-        let document = serde_json::to_string(&crate::openapi()).unwrap();
-        assert!(
-            !document.contains("token\""),
-            "no schema names a token field"
-        );
+        // Only the external workers' own exchanges name a token: the lease handed to the
+        // worker, and what it sends back under it.
+        let document = serde_json::to_value(crate::openapi()).unwrap();
+        let mut with_token: Vec<&str> = document["components"]["schemas"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(_, schema)| schema["properties"].get("token").is_some())
+            .map(|(name, _)| name.as_str())
+            .collect();
+        with_token.sort_unstable();
+        assert_eq!(with_token, ["HeartbeatBody", "LeasedJob", "ResultBody"]);
     }
 
     #[test]

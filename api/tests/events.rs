@@ -88,7 +88,7 @@ impl Served {
             let now = engine.now();
             let shard = ids::shard_of(&job_id, ids::JOB).unwrap();
             let leased = store
-                .lease(shard, "default", "w", 1, now + 60_000, now, 10)
+                .lease(shard, "default", sluice_store::Lane::Builtin, "w", 1, now + 60_000, now, 10)
                 .await
                 .unwrap();
             assert_eq!(leased.jobs.len(), 1, "the step's job is ready");

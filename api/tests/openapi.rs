@@ -344,6 +344,9 @@ async fn the_document_lists_every_route_of_the_api() {
         ("GET", "/v1/queues/{q}"),
         ("POST", "/v1/queues/{q}/pause"),
         ("POST", "/v1/queues/{q}/resume"),
+        ("POST", "/v1/queues/{q}/lease"),
+        ("POST", "/v1/jobs/{id}/heartbeat"),
+        ("POST", "/v1/jobs/{id}/result"),
     ]
     .into_iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))
@@ -405,8 +408,6 @@ async fn every_documented_operation_is_routed_and_nothing_else_is() {
         "/v1/schedules",
         "/v1/pipelines/probe/versions",
         "/v1/executions/probe/steps/0/vote",
-        "/v1/jobs/probe/heartbeat",
-        "/v1/jobs/probe/result",
         "/v2/jobs",
     ] {
         assert!(
@@ -642,6 +643,56 @@ async fn served_answers_match_their_documented_schemas() {
     let resumed = call(&api, "POST", "/v1/queues/reports/resume", None).await;
     assert_eq!(resumed.body["paused"], false);
     check("POST", "/v1/queues/{q}/resume", &resumed);
+    // External workers: lease (a job, then none), heartbeat, result (applied, replayed,
+    // refused), and the problems of each.
+    let lease = "/v1/queues/{q}/lease";
+    let custom = json!({"queue": "media", "kind": "resize-image", "payload": {"w": 64}});
+    call(&api, "POST", "/v1/jobs", Some(custom.clone())).await;
+    call(&api, "POST", "/v1/jobs", Some(custom)).await;
+    let ask = json!({"worker": "thumbs-1", "max": 1, "lease_ttl_ms": 60000});
+    let leased = call(&api, "POST", "/v1/queues/media/lease", Some(ask.clone())).await;
+    assert_eq!(leased.body["jobs"].as_array().map(Vec::len), Some(1), "{leased:?}");
+    check("POST", lease, &leased);
+    let second = call(&api, "POST", "/v1/queues/media/lease", Some(ask.clone())).await;
+    call(&api, "POST", "/v1/queues/media/lease", Some(ask.clone())).await;
+    let none = call(&api, "POST", "/v1/queues/media/lease", Some(ask)).await;
+    assert_eq!(none.body, json!({"jobs": []}));
+    check("POST", lease, &none);
+    check("POST", lease, &call(&api, "POST", "/v1/queues/media/lease", Some(json!({"max": 0}))).await);
+    check("POST", lease, &call(&api, "POST", "/v1/queues/a:b/lease", Some(json!({"worker": "w"}))).await);
+    let job = &leased.body["jobs"][0];
+    let (id, token) = (job["id"].as_str().unwrap(), job["token"].as_str().unwrap());
+    let heartbeat = "/v1/jobs/{id}/heartbeat";
+    let beat = |token: &str| json!({"token": token, "extend_ms": 60000});
+    let held = call(&api, "POST", &format!("/v1/jobs/{id}/heartbeat"), Some(beat(token))).await;
+    assert_eq!((held.status, &held.body["cancel_requested"]), (StatusCode::OK, &json!(false)));
+    check("POST", heartbeat, &held);
+    let lost = call(&api, "POST", &format!("/v1/jobs/{id}/heartbeat"), Some(beat("nope"))).await;
+    assert_eq!(lost.body["code"], "LEASE_LOST");
+    check("POST", heartbeat, &lost);
+    check("POST", heartbeat, &call(&api, "POST", "/v1/jobs/nope/heartbeat", Some(beat(token))).await);
+    let result = "/v1/jobs/{id}/result";
+    let done = json!({"token": token, "outcome": "completed", "output": {"url": "x.png"}});
+    let no_key = api.post_result(id, None, done.clone()).await;
+    assert_eq!(no_key.status, StatusCode::BAD_REQUEST);
+    check("POST", result, &no_key);
+    let applied = api.post_result(id, Some("r1"), done.clone()).await;
+    assert_eq!(applied.status, StatusCode::OK, "{applied:?}");
+    check("POST", result, &applied);
+    let replayed = api.post_result(id, Some("r1"), done.clone()).await;
+    assert_eq!(replayed.headers["idempotent-replayed"], "true");
+    check("POST", result, &replayed);
+    let refused = api.post_result(id, Some("r2"), done).await;
+    assert_eq!(refused.body["code"], "RESULT_ALREADY_APPLIED");
+    check("POST", result, &refused);
+    let job = &second.body["jobs"][0];
+    let failure = json!({"token": job["token"], "outcome": "failed", "error": "disk full"});
+    let retried = api.post_result(job["id"].as_str().unwrap(), Some("r3"), failure).await;
+    assert_eq!(retried.body["job_status"], "pending", "{retried:?}");
+    check("POST", result, &retried);
+    let invalid = api.post_result(id, Some("r4"), json!({"outcome": "done"})).await;
+    check("POST", result, &invalid);
+    check("POST", result, &api.post_result("nope", Some("r5"), json!({"outcome": "completed"})).await);
 
     // Transport problems.
     let bad_json = api

@@ -39,7 +39,7 @@ async fn lease(api: &Api, queue: &str, max: usize) -> Vec<sluice_core::Job> {
     let now = api.engine.now();
     api.engine
         .store()
-        .lease(0, queue, "w", max, now + 60_000, now, 10)
+        .lease(0, queue, sluice_store::Lane::Builtin, "w", max, now + 60_000, now, 10)
         .await
         .unwrap()
         .jobs

@@ -1,8 +1,8 @@
 //! The sluice scheduler service.
 //!
 //! Each tick, for every shard:
-//! - **promote**: move due delayed jobs (retry backoffs, delayed enqueues) of every known
-//!   queue to their ready sets, in bounded chunks (`promote.lua`);
+//! - **promote**: move due delayed jobs (retry backoffs, delayed enqueues) of both lanes of
+//!   every known queue to their ready sets, in bounded chunks (`promote.lua`);
 //! - **reclaim**: return expired reservations to their queues and settle expired running
 //!   jobs as failed attempts, retried after their backoff or failed for good once their
 //!   attempts are spent (`reclaim.lua` + the engine's settle under the expired token).
@@ -14,7 +14,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use sluice_store::StoreError;
+use sluice_store::{Lane, StoreError};
 use sluice_store::engine::Engine;
 
 /// Settings of the scheduler.
@@ -54,11 +54,13 @@ pub async fn tick(engine: &Engine, config: &SchedulerConfig) -> Result<TickRepor
     let mut report = TickReport::default();
     for shard in 0..store.shards() {
         for queue in store.queues(shard).await? {
-            for _ in 0..config.max_chunks {
-                let moved = store.promote(shard, &queue, engine.now(), config.chunk).await?;
-                report.promoted += moved;
-                if moved < config.chunk {
-                    break;
+            for lane in Lane::ALL {
+                for _ in 0..config.max_chunks {
+                    let moved = store.promote(shard, &queue, lane, engine.now(), config.chunk).await?;
+                    report.promoted += moved;
+                    if moved < config.chunk {
+                        break;
+                    }
                 }
             }
         }

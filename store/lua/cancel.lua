@@ -1,8 +1,8 @@
 -- cancel.lua: cancel a pending job (removed from its queue at once) and apply its
 -- execution's next state.
 --
--- KEYS: 1 events, 2 seq, 3 queues, 4 job, 5 leased set, 6 job's ready set,
---       7 job's delayed set, 8.. keys named by the plan.
+-- KEYS: 1 events, 2 seq, 3 queues, 4 job, 5 leased set, 6 ready set and 7 delayed set of
+--       the job's lane, 8.. keys named by the plan.
 -- ARGV: 1 now, 2 event cap, 3 channel prefix, 4 plan JSON {"tail": {...}} (see lib.lua).
 -- Returns: {"ok"} | {"not_found"} | {"not_pending", status} | {"conflict", current_rev}
 -- Invariant: only a pending job can be cancelled; after this script no worker can lease or

@@ -4,7 +4,8 @@
 --   KEYS[1] = the shard's event stream, KEYS[2] = the shard's sequence counter,
 --   KEYS[3] = the shard's set of known queue names.
 --   ARGV[1] = now (ms), ARGV[2] = event stream cap (approximate MAXLEN),
---   ARGV[3] = notification channel prefix (a queue name is appended).
+--   ARGV[3] = notification channel prefix (a lane's stem is appended: the queue name, or the
+--             queue name and `:external` for the external lane; see `Lane::stem`).
 -- Every decision (status, due time, retry, revision) is made by the caller; these helpers
 -- only write. Numbers are written with string.format('%d') so they never take the
 -- exponent form of Lua's number-to-string conversion.
@@ -18,7 +19,7 @@ local function ready_score(priority, seq)
   return int(-priority * 4398046511104 + seq)
 end
 
--- A queue's other keys sit beside its ready set (`…:q:<queue>:ready`), in the same hash
+-- A lane's other keys sit beside its ready set (`…:q:<stem>:ready`), in the same hash
 -- tag: `:since` (ZSET id -> when it became ready), `:stats` (HASH of outcome counters) and
 -- `:paused` (STRING flag). See `docs/redis-keys.md`.
 local function sibling(ready_key, suffix)
@@ -43,19 +44,42 @@ local function count_outcome(ready_key, outcome)
   redis.call('HINCRBY', sibling(ready_key, ':stats'), outcome, 1)
 end
 
-local function notify(queue)
-  redis.call('PUBLISH', ARGV[3] .. queue, '1')
+-- Tells the idle workers of a lane (`stem`: see ARGV[3] above) that a job became ready.
+local function notify(stem)
+  redis.call('PUBLISH', ARGV[3] .. stem, '1')
 end
 
--- Places job `id` (key `job_key`) of `queue` in its ready set (due <= now) or delayed set.
--- Either way idle workers are told: a new due time may be earlier than the one they wait for.
-local function place(job_key, id, queue, priority, due, ready_key, delayed_key, now)
+-- Places job `id` (key `job_key`) in its lane's ready set (due <= now) or delayed set.
+-- Either way the lane's idle workers are told: a new due time may be earlier than the one
+-- they wait for.
+local function place(job_key, id, stem, priority, due, ready_key, delayed_key, now)
   if due > now then
     redis.call('ZADD', delayed_key, int(due), id)
   else
     make_ready(ready_key, id, priority, now)
   end
-  notify(queue)
+  notify(stem)
+end
+
+-- Moves up to `limit` due jobs of a lane's delayed set to its ready set (job hashes are
+-- `prefix .. id`). Returns how many moved.
+local function promote_due(ready_key, delayed_key, prefix, now, limit)
+  local due = redis.call('ZRANGEBYSCORE', delayed_key, '-inf', int(now), 'LIMIT', 0, limit)
+  for _, id in ipairs(due) do
+    redis.call('ZREM', delayed_key, id)
+    local priority = tonumber(redis.call('HGET', prefix .. id, 'priority') or '0')
+    make_ready(ready_key, id, priority, now)
+  end
+  return #due
+end
+
+-- When the earliest job of a delayed set is due (ms), or -1 when it is empty.
+local function next_due(delayed_key)
+  local first = redis.call('ZRANGE', delayed_key, 0, 0, 'WITHSCORES')
+  if #first > 0 then
+    return tonumber(first[2])
+  end
+  return -1
 end
 
 -- Most entries kept in an execution's own event list.
@@ -97,9 +121,10 @@ local function cancel_pending(job_key, id, ready_key, delayed_key, leased_key, n
 end
 
 -- Creates a job from its plan entry:
--- {key, ready, delayed, dedupe?, id, queue, priority, due, fields = {name = "value", ...}}
--- (key/ready/delayed/dedupe are indexes into KEYS). Returns the id of the job that
--- represents it: its own, or the pending job already holding the dedupe key.
+-- {key, ready, delayed, dedupe?, id, queue, stem, priority, due, fields = {name = "value", ...}}
+-- (key/ready/delayed/dedupe are indexes into KEYS, the ready and delayed sets those of the
+-- job's lane, `stem` the lane's stem). Returns the id of the job that represents it: its
+-- own, or the pending job already holding the dedupe key.
 local function create_job(j, now)
   if j.dedupe then
     local existing = redis.call('GET', KEYS[j.dedupe])
@@ -119,8 +144,33 @@ local function create_job(j, now)
   end
   redis.call('HSET', KEYS[j.key], unpack(args))
   redis.call('SADD', KEYS[3], j.queue)
-  place(KEYS[j.key], j.id, j.queue, j.priority, j.due, KEYS[j.ready], KEYS[j.delayed], now)
+  place(KEYS[j.key], j.id, j.stem, j.priority, j.due, KEYS[j.ready], KEYS[j.delayed], now)
   return j.id, true
+end
+
+-- Starts pending job `id` (key `key`) under the lease it holds: one more attempt, status
+-- `running` from `now` with the lease until `deadline`, its dedupe slot freed; appends
+-- `job.started` (and `execution.step.started` for a step job) to the stream and to the list
+-- `log_of(execution_id)` names (nil: none). Returns the attempt number.
+local function start_job(key, id, deadline, leased_key, now, log_of)
+  local attempts = redis.call('HINCRBY', key, 'attempts', 1)
+  redis.call('HSET', key, 'status', 'running', 'started_at', now, 'updated_at', now,
+    'lease_deadline', deadline)
+  redis.call('ZADD', leased_key, deadline, id)
+  free_dedupe(key, id)
+  local f = redis.call('HMGET', key, 'queue', 'kind', 'execution_id', 'step')
+  local data = {job_id = id, queue = f[1], kind = f[2], attempt = attempts}
+  local log = nil
+  if f[3] and f[3] ~= '' then
+    data.execution_id = f[3]
+    data.step = tonumber(f[4])
+    log = log_of(f[3])
+  end
+  emit('job.started', cjson.encode(data), log)
+  if data.execution_id then
+    emit('execution.step.started', cjson.encode(data), log)
+  end
+  return attempts
 end
 
 -- The checks of a plan's tail, before anything is written: the execution's revision (the
@@ -208,4 +258,34 @@ local function apply_tail(tail, now)
       emit(tail.events[i], tail.events[i + 1], log)
     end
   end
+end
+
+-- The body of the lease scripts (`lease.lua`, `lease_external.lua`), which share their KEYS
+-- (4 the lane's ready set, 5 its delayed set, 6 the shard's leased set) and ARGV (4 max
+-- jobs, 5 lease deadline, 6 worker id, 7 token prefix, 8 job key prefix, 9 promote limit):
+-- unless the lane is paused, promotes its due delayed jobs, then pops up to max ready jobs
+-- and gives each one still pending a fresh token, handing it to `take(id, key, token)`.
+-- Returns {next_due_ms_or_-1, id1, {field, value, ...}, ...}, each job as `take` left it.
+local function lease_lane(take)
+  if redis.call('EXISTS', sibling(KEYS[4], ':paused')) == 1 then
+    return {-1}
+  end
+  local prefix = ARGV[8]
+  promote_due(KEYS[4], KEYS[5], prefix, tonumber(ARGV[1]), tonumber(ARGV[9]))
+  local out = {-1}
+  local popped = redis.call('ZPOPMIN', KEYS[4], tonumber(ARGV[4]))
+  local since = sibling(KEYS[4], ':since')
+  for i = 1, #popped, 2 do
+    local id = popped[i]
+    redis.call('ZREM', since, id)
+    local key = prefix .. id
+    if redis.call('HGET', key, 'status') == 'pending' then
+      local n = redis.call('HINCRBY', key, 'lease_seq', 1)
+      take(id, key, ARGV[7] .. '.' .. n)
+      out[#out + 1] = id
+      out[#out + 1] = redis.call('HGETALL', key)
+    end
+  end
+  out[1] = next_due(KEYS[5])
+  return out
 end

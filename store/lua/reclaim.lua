@@ -2,7 +2,9 @@
 --
 -- KEYS: 1 events, 2 seq, 3 queues, 4 leased set.
 -- ARGV: 1 now, 2 event cap, 3 channel prefix, 4 job key prefix, 5 chunk size,
---       6 queue key prefix, 7 ready set suffix (a ready set is ARGV[6] .. queue .. ARGV[7]).
+--       6 queue key prefix, 7 ready set suffix, 8 external lane segment (a job's ready set
+--       is ARGV[6] .. stem .. ARGV[7], its lane's stem being its queue, followed by ARGV[8]
+--       when its `lane` field is `external`).
 -- Returns: {released, id1, token1, id2, token2, ...}: `released` reserved-but-never-started
 --          jobs went back to their ready sets here; the listed jobs were running and must be
 --          settled by the caller as a failed attempt (settle.lua with the expiry guard).
@@ -16,11 +18,15 @@ local released = 0
 local out = {0}
 for _, id in ipairs(ids) do
   local key = prefix .. id
-  local f = redis.call('HMGET', key, 'status', 'lease_token', 'queue', 'priority')
+  local f = redis.call('HMGET', key, 'status', 'lease_token', 'queue', 'priority', 'lane')
   if f[1] == 'pending' and f[2] then
+    local stem = f[3]
+    if f[5] == 'external' then
+      stem = stem .. ARGV[8]
+    end
     clear_lease(key)
     redis.call('ZREM', KEYS[4], id)
-    place(key, id, f[3], tonumber(f[4] or '0'), 0, ARGV[6] .. f[3] .. ARGV[7], '', now)
+    place(key, id, stem, tonumber(f[4] or '0'), 0, ARGV[6] .. stem .. ARGV[7], '', now)
     released = released + 1
   elseif f[1] == 'running' and f[2] then
     out[#out + 1] = id

@@ -7,8 +7,7 @@
 -- Invariant: only the holder of the current token can start the job; the attempt counter
 --            moves here, once per attempt; `started_at` is the start of this attempt.
 local key = KEYS[4]
-local f = redis.call('HMGET', key, 'status', 'lease_token', 'id', 'queue', 'kind',
-  'execution_id', 'step')
+local f = redis.call('HMGET', key, 'status', 'lease_token', 'id')
 local status, token = f[1], f[2]
 if not status then
   return {'not_found'}
@@ -19,19 +18,5 @@ end
 if status ~= 'pending' or token ~= ARGV[4] then
   return {'lease_lost'}
 end
-local attempts = redis.call('HINCRBY', key, 'attempts', 1)
-redis.call('HSET', key, 'status', 'running', 'started_at', ARGV[1], 'updated_at', ARGV[1],
-  'lease_deadline', ARGV[5])
-redis.call('ZADD', KEYS[5], ARGV[5], f[3])
-free_dedupe(key, f[3])
-local data = {job_id = f[3], queue = f[4], kind = f[5], attempt = attempts}
-if f[6] and f[6] ~= '' then
-  data.execution_id = f[6]
-  data.step = tonumber(f[7])
-end
-local log = KEYS[6]
-emit('job.started', cjson.encode(data), log)
-if data.execution_id then
-  emit('execution.step.started', cjson.encode(data), log)
-end
+local attempts = start_job(key, f[3], ARGV[5], KEYS[5], ARGV[1], function() return KEYS[6] end)
 return {'ok', attempts}

@@ -12,6 +12,7 @@ use sluice_core::retry::RetryPolicy;
 use sluice_core::{Execution, Millis};
 
 use crate::StoreError;
+use crate::keys::Lane;
 
 /// The hash fields of a new job, as a JSON object of strings (what the scripts receive).
 pub(crate) fn new_job_fields(job: &NewJob, now: Millis) -> Map<String, Value> {
@@ -22,6 +23,7 @@ pub(crate) fn new_job_fields(job: &NewJob, now: Millis) -> Map<String, Value> {
     put("id", job.id.clone());
     put("queue", job.queue.clone());
     put("kind", job.kind.clone());
+    put("lane", Lane::of_kind(&job.kind).as_str().to_string());
     put("payload", job.payload.to_string());
     put("status", JobStatus::Pending.as_str().to_string());
     put("priority", job.priority.to_string());

@@ -2,22 +2,35 @@
 //! on fresh state when the execution's revision moved in between.
 //!
 //! Used by workers (a step's attempt settled), the scheduler (a lease expired) and the API
-//! (a pending job cancelled, an operator action on an execution). A lost revision race is never an error: the loop re-reads and
-//! plans again; only a lost lease stops it (someone else holds the job now).
+//! (a pending job cancelled, an operator action on an execution, a job leased by an external
+//! worker, a result posted back). A lost revision race is never an error: the loop re-reads
+//! and plans again; only a lost lease stops it (someone else holds the job now).
+//!
+//! **Posted results.** A result posted over the API carries an `Idempotency-Key` and is
+//! settled like any attempt, fenced by the lease token; the key and the answer given are
+//! recorded in the same atomic write ([`ResultRecord`]). A repeat with the same key gets the
+//! recorded answer back, however the job moved since; another key for an attempt that a
+//! posted result already settled is refused; a token that no longer holds the lease changes
+//! nothing. A post without a token is for the job's current attempt: it applies while the
+//! job runs (under whichever lease it runs), and is refused otherwise.
 
 use std::sync::Arc;
 
 use sluice_core::approval::{self, Vote, VoteRefusal, Voter};
+use serde_json::{Value, json};
 use sluice_core::control::{self, Action, Decision, Operator, Refusal};
 use sluice_core::execution::{self, Plan};
 use sluice_core::ids;
 use sluice_core::job::{self, Job, JobError, JobStatus, Outcome, Settlement};
 use sluice_core::{Clock, Execution, Millis};
 
-use crate::{CancelOutcome, OperateOutcome, SettleOutcome, Store, StoreError};
+use crate::{CancelOutcome, Lane, Leased, OperateOutcome, ResultRecord, SettleOutcome, Store, StoreError};
 
 /// Lost revision races tolerated in a row before giving up with [`StoreError::Contended`].
 const MAX_RACES: usize = 16;
+
+/// Most due delayed jobs one external lease call promotes per shard.
+const EXTERNAL_PROMOTE_LIMIT: usize = 100;
 
 /// The store plus a clock: everything needed to carry out engine decisions.
 #[derive(Debug, Clone)]
@@ -33,6 +46,74 @@ pub enum Settled {
     Applied(Settlement),
     /// The lease was lost: someone else holds or settled the job; nothing changed.
     LeaseLost,
+}
+
+/// A result posted for a job over the API (`POST /v1/jobs/{id}/result`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PostedResult {
+    /// The post's `Idempotency-Key`.
+    pub idempotency_key: String,
+    /// The lease token it was posted under; `None`: the job's current attempt, while it runs.
+    pub token: Option<String>,
+    /// What the attempt did (`Completed` or `Failed`).
+    pub outcome: Outcome,
+}
+
+/// What posting a result did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResultPosted {
+    /// Applied now; the answer recorded with it.
+    Applied(Value),
+    /// A result with the same `Idempotency-Key` was applied before; its answer. Nothing
+    /// changed.
+    Replayed(Value),
+    /// The attempt was already settled by a result with another `Idempotency-Key`; nothing
+    /// changed.
+    AlreadyApplied,
+    /// The token does not hold the job's lease (expired, reclaimed, leased again), or no
+    /// attempt runs; nothing changed.
+    LeaseLost,
+    /// No such job.
+    NotFound,
+}
+
+/// One attempt to settle: the job as read (`attempts` counting this attempt), the lease
+/// token it runs under, and what it did.
+struct Attempt<'a> {
+    job: &'a Job,
+    token: &'a str,
+    outcome: &'a Outcome,
+}
+
+/// What one settle loop committed.
+enum Committed {
+    Applied(Settlement, Option<Value>),
+    LeaseLost,
+    Replayed(String),
+    AlreadyApplied,
+}
+
+/// The answer to a posted result that settled `job`'s attempt with `settlement`.
+fn result_answer(job: &Job, settlement: &Settlement) -> Value {
+    let outcome = match settlement {
+        Settlement::Completed { .. } => "completed",
+        _ => "failed",
+    };
+    let mut answer = json!({
+        "job_id": job.id,
+        "attempt": job.attempts,
+        "outcome": outcome,
+        "job_status": settlement.status().as_str(),
+    });
+    if let Settlement::Retry { at, .. } = settlement {
+        answer["next_attempt_at"] = json!(at);
+    }
+    answer
+}
+
+/// A recorded answer, read back.
+fn recorded(answer: &str) -> Result<Value, StoreError> {
+    serde_json::from_str(answer).map_err(|e| StoreError::Corrupt { key: "job results".into(), reason: format!("an answer is not JSON: {e}") })
 }
 
 /// What a job cancel did.
@@ -106,7 +187,23 @@ impl Engine {
         known: Option<Execution>,
         expired_before: Millis,
     ) -> Result<Settled, StoreError> {
-        let mut known = known;
+        Ok(match self.commit(Attempt { job, token, outcome }, known, expired_before, None).await? {
+            Committed::Applied(settlement, _) => Settled::Applied(settlement),
+            // Without a record, the script answers neither replay nor already-applied.
+            Committed::LeaseLost | Committed::Replayed(_) | Committed::AlreadyApplied => Settled::LeaseLost,
+        })
+    }
+
+    /// The settle loop: plan on the execution as known (re-read after a lost race) and
+    /// commit; with `key`, as a result posted with that `Idempotency-Key`.
+    async fn commit(
+        &self,
+        attempt: Attempt<'_>,
+        mut known: Option<Execution>,
+        expired_before: Millis,
+        key: Option<&str>,
+    ) -> Result<Committed, StoreError> {
+        let Attempt { job, token, outcome } = attempt;
         for _ in 0..MAX_RACES {
             let now = self.now();
             let mut settlement = job::decide(job, outcome, now, jitter());
@@ -133,13 +230,104 @@ impl Engine {
                     }
                 }
             };
-            match self.store.settle(job, token, &settlement, &plan, base.as_ref(), expired_before, now).await? {
-                SettleOutcome::Applied => return Ok(Settled::Applied(settlement)),
-                SettleOutcome::LeaseLost => return Ok(Settled::LeaseLost),
+            let answer = key.map(|_| result_answer(job, &settlement));
+            let record = key.zip(answer.as_ref()).map(|(key, answer)| ResultRecord { key: key.to_string(), answer: answer.to_string() });
+            match self.store.settle(job, token, &settlement, &plan, base.as_ref(), expired_before, record.as_ref(), now).await? {
+                SettleOutcome::Applied => return Ok(Committed::Applied(settlement, answer)),
+                SettleOutcome::LeaseLost => return Ok(Committed::LeaseLost),
+                SettleOutcome::Replayed(answer) => return Ok(Committed::Replayed(answer)),
+                SettleOutcome::AlreadyApplied => return Ok(Committed::AlreadyApplied),
                 SettleOutcome::Conflict(_) => continue,
             }
         }
         Err(StoreError::Contended(job.execution_id.clone().unwrap_or_default()))
+    }
+
+    /// Applies a result posted for job `id` over the API, exactly once per attempt (see the
+    /// module docs): settles the attempt fenced by the token, advances the job's execution,
+    /// and records the post's `Idempotency-Key` with its answer, all in one write.
+    ///
+    /// # Errors
+    /// Redis errors, a malformed id, unreadable records, or [`StoreError::Contended`].
+    pub async fn post_result(&self, id: &str, posted: &PostedResult) -> Result<ResultPosted, StoreError> {
+        let Some(job) = self.store.get_job(id).await? else { return Ok(ResultPosted::NotFound) };
+        let key = posted.idempotency_key.as_str();
+        let seen = self.store.posted_results(id, key, posted.token.as_deref(), job.attempts).await?;
+        if let Some(answer) = seen.answer {
+            return Ok(ResultPosted::Replayed(recorded(&answer)?));
+        }
+        let running = job.lease.as_ref().filter(|_| job.status == JobStatus::Running).map(|l| l.token.as_str());
+        let token = match (posted.token.as_deref(), running) {
+            (Some(_), _) if seen.token_settled => return Ok(ResultPosted::AlreadyApplied),
+            (Some(given), _) => given,
+            (None, Some(current)) => current,
+            (None, None) if seen.attempt_settled => return Ok(ResultPosted::AlreadyApplied),
+            (None, None) => return Ok(ResultPosted::LeaseLost),
+        };
+        if running != Some(token) {
+            return Ok(ResultPosted::LeaseLost);
+        }
+        let attempt = Attempt { job: &job, token, outcome: &posted.outcome };
+        Ok(match self.commit(attempt, None, 0, Some(key)).await? {
+            Committed::Applied(settlement, answer) => {
+                tracing::info!(job.id = %id, status = settlement.status().as_str(), "posted result applied");
+                ResultPosted::Applied(answer.unwrap_or(Value::Null))
+            }
+            Committed::LeaseLost => ResultPosted::LeaseLost,
+            Committed::Replayed(answer) => ResultPosted::Replayed(recorded(&answer)?),
+            Committed::AlreadyApplied => ResultPosted::AlreadyApplied,
+        })
+    }
+
+    /// Leases and starts up to `max` jobs of `queue`'s external lane (jobs of kinds sluice's
+    /// workers do not run) for the external worker `worker`, from every shard, each held
+    /// until `lease_ttl_ms` from now unless heartbeated. Returns at once; a step job's
+    /// payload gets the step context (`context`: the execution input and the outputs of
+    /// earlier steps, see [`Execution::context`]) when it does not carry one.
+    ///
+    /// # Errors
+    /// Redis errors; unreadable records.
+    pub async fn lease_external(&self, queue: &str, worker: &str, max: usize, lease_ttl_ms: Millis) -> Result<Leased, StoreError> {
+        let shards = self.store.shards();
+        let first = rand::random::<u32>() % shards.max(1);
+        let mut out = Leased::default();
+        for i in 0..shards {
+            let want = max.saturating_sub(out.jobs.len());
+            if want == 0 {
+                break;
+            }
+            let now = self.now();
+            let shard = (first + i) % shards;
+            let leased = self
+                .store
+                .lease(shard, queue, Lane::External, worker, want, now.saturating_add(lease_ttl_ms), now, EXTERNAL_PROMOTE_LIMIT)
+                .await?;
+            out.next_due = match (out.next_due, leased.next_due) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            out.jobs.extend(leased.jobs);
+        }
+        for job in &mut out.jobs {
+            self.add_context(job).await?;
+        }
+        Ok(out)
+    }
+
+    /// Puts the step context into a step job's payload (an object), unless it has one.
+    async fn add_context(&self, job: &mut Job) -> Result<(), StoreError> {
+        let (Some(exec_id), Some(step)) = (&job.execution_id, job.step) else { return Ok(()) };
+        if job.payload.is_null() {
+            job.payload = json!({});
+        }
+        let Some(payload) = job.payload.as_object_mut() else { return Ok(()) };
+        if payload.contains_key("context") {
+            return Ok(());
+        }
+        if let Some(exec) = self.store.get_execution(exec_id).await? {
+            payload.insert("context".into(), exec.context(usize::try_from(step).unwrap_or(usize::MAX)));
+        }
+        Ok(())
     }
 
     /// Cancels the pending job `id` (`jobs.cancel`); a step job's execution fails with kind

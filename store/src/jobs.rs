@@ -1,5 +1,6 @@
-//! Typed wrappers of the job scripts: enqueue, lease, start, heartbeat, settle, cancel,
-//! release, promote and reclaim.
+//! Typed wrappers of the job scripts: enqueue, lease (sluice's workers: reserve, then start),
+//! external lease (lease and start in one step), heartbeat, settle (with the record of a
+//! result posted over the API), cancel, release, promote and reclaim.
 
 use std::collections::BTreeMap;
 
@@ -10,6 +11,7 @@ use sluice_core::ids;
 use sluice_core::job::{Job, JobStatus, NewJob, Settlement};
 use sluice_core::{Execution, Millis, event::Event};
 
+use crate::keys::{EXECUTION_EVENTS_SUFFIX, EXTERNAL_SEGMENT, Lane};
 use crate::plan::{self, KeyList};
 use crate::{Store, StoreError, codec, contract};
 
@@ -38,12 +40,13 @@ impl EnqueueOutcome {
     }
 }
 
-/// Jobs reserved by one [`Store::lease`] call.
+/// Jobs taken by one [`Store::lease`] call.
 #[derive(Debug, Clone, Default)]
 pub struct Leased {
-    /// The reserved jobs (status `pending`, with a lease).
+    /// The jobs, each with its lease: reserved (status `pending`) from the builtin lane,
+    /// started (status `running`) from the external lane.
     pub jobs: Vec<Job>,
-    /// When the queue's earliest delayed job is due, if it has one.
+    /// When the lane's earliest delayed job is due, if it has one.
     pub next_due: Option<Millis>,
 }
 
@@ -75,7 +78,7 @@ pub enum StartOutcome {
 }
 
 /// Answer of a settle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SettleOutcome {
     /// Applied.
     Applied,
@@ -83,6 +86,33 @@ pub enum SettleOutcome {
     LeaseLost,
     /// The execution moved to this revision since the plan was made; nothing changed.
     Conflict(u64),
+    /// A result with the same `Idempotency-Key` was applied before; this is the answer
+    /// recorded then (JSON text). Nothing changed.
+    Replayed(String),
+    /// The attempt this token leased was settled by a result with another
+    /// `Idempotency-Key`; nothing changed.
+    AlreadyApplied,
+}
+
+/// The record of a result posted over the API, written by the settle that applies it: its
+/// `Idempotency-Key` and the answer given (replayed to any later post with the same key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResultRecord {
+    /// The `Idempotency-Key` of the post.
+    pub key: String,
+    /// The answer, as JSON text.
+    pub answer: String,
+}
+
+/// What a job's results hash says about a post (see [`Store::posted_results`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PostedResults {
+    /// The answer recorded for the post's `Idempotency-Key` (JSON text), if it was applied.
+    pub answer: Option<String>,
+    /// Whether the post's lease token was settled by a posted result.
+    pub token_settled: bool,
+    /// Whether the asked attempt was settled by a posted result.
+    pub attempt_settled: bool,
 }
 
 /// Answer of a cancel.
@@ -129,6 +159,18 @@ impl Store {
             return Err(ids::BadId { id: id.to_string(), expected: ids::JOB }.into());
         }
         Ok(shard)
+    }
+
+    /// The KEYS of the scripts that write one job (`settle`, `cancel`, `release`): the
+    /// shard-wide three, the job, the leased set, then the ready and delayed sets of the
+    /// job's lane.
+    fn job_keys(&self, shard: u32, id: &str, queue: &str, lane: Lane) -> KeyList {
+        let mut keys = KeyList::for_shard(&self.keys, shard);
+        keys.add(self.keys.job(shard, id));
+        keys.add(self.keys.leased(shard));
+        keys.add(self.keys.ready(shard, queue, lane));
+        keys.add(self.keys.delayed(shard, queue, lane));
+        keys
     }
 
     /// Fixed leading ARGV of plan-carrying scripts: now, event cap, channel prefix.
@@ -215,8 +257,15 @@ impl Store {
         codec::job_from_hash(&key, &map).map(Some)
     }
 
-    /// Promotes due delayed jobs of `queue` in `shard` (at most `promote_limit`), then
-    /// reserves up to `max` ready jobs for `worker` until `deadline`.
+    /// Promotes due delayed jobs of `queue`'s `lane` in `shard` (at most `promote_limit`),
+    /// then takes up to `max` of its ready jobs for `worker` until `deadline`:
+    ///
+    /// - from the builtin lane (sluice's workers) each is *reserved*: it stays `pending`
+    ///   with a lease token, and runs once [`Store::start`] accepts that token;
+    /// - from the external lane (external workers over the API) each is leased and started
+    ///   in one step: it comes back `running`, with its token and its attempt counted.
+    ///
+    /// Either way only jobs of `lane` are handed out.
     ///
     /// # Errors
     /// Redis errors; an unreadable job record.
@@ -225,32 +274,41 @@ impl Store {
         &self,
         shard: u32,
         queue: &str,
+        lane: Lane,
         worker: &str,
         max: usize,
         deadline: Millis,
         now: Millis,
         promote_limit: usize,
     ) -> Result<Leased, StoreError> {
-        let mut conn = self.conn.clone();
-        let token_prefix = ulid::Ulid::generate().to_string();
-        let reply: Vec<RValue> = self
-            .in_shard(&self.scripts.lease, shard, now)
-            .key(self.keys.ready(shard, queue))
-            .key(self.keys.delayed(shard, queue))
+        let (script, name) = match lane {
+            Lane::Builtin => (&self.scripts.lease, "lease"),
+            Lane::External => (&self.scripts.lease_external, "lease_external"),
+        };
+        let mut inv = self.in_shard(script, shard, now);
+        inv.key(self.keys.ready(shard, queue, lane))
+            .key(self.keys.delayed(shard, queue, lane))
             .key(self.keys.leased(shard))
             .arg(max)
             .arg(deadline)
             .arg(worker)
-            .arg(token_prefix)
+            .arg(ulid::Ulid::generate().to_string())
             .arg(self.keys.job_prefix(shard))
-            .arg(promote_limit.max(1))
-            .invoke_async(&mut conn)
-            .await?;
-        let next_due = int_at(&reply, 0).filter(|d| *d >= 0);
+            .arg(promote_limit.max(1));
+        if lane == Lane::External {
+            inv.arg(self.keys.execution_prefix(shard)).arg(EXECUTION_EVENTS_SUFFIX);
+        }
+        let reply: Vec<RValue> = inv.invoke_async(&mut self.conn.clone()).await?;
+        self.leased_from_reply(name, shard, &reply)
+    }
+
+    /// Reads the reply of a lease script: the next due time, then `(id, fields)` per job.
+    fn leased_from_reply(&self, script: &'static str, shard: u32, reply: &[RValue]) -> Result<Leased, StoreError> {
+        let next_due = int_at(reply, 0).filter(|d| *d >= 0);
         let mut jobs = Vec::new();
         for pair in reply[1.min(reply.len())..].chunks(2) {
             let (Some(RValue::BulkString(id)), Some(fields)) = (pair.first(), pair.get(1)) else {
-                return Err(contract("lease", pair));
+                return Err(contract(script, pair));
             };
             let flat: Vec<String> = redis::from_redis_value(fields.clone())?;
             let key = self.keys.job(shard, &String::from_utf8_lossy(id));
@@ -321,7 +379,10 @@ impl Store {
     /// Commits a running job's settlement together with `plan` (its execution's next state,
     /// next jobs, events), fenced by `token` and guarded by the revision of `base` (the execution
     /// the plan was made from). With `expired_before > 0` the lease must also have expired before
-    /// that time (the reaper's guard).
+    /// that time (the reaper's guard). With a `record` (a result posted over the API), the
+    /// post's `Idempotency-Key` and answer are recorded in the same write, and a key that
+    /// was applied before, or a lease already settled by another posted result, changes
+    /// nothing ([`SettleOutcome::Replayed`], [`SettleOutcome::AlreadyApplied`]).
     ///
     /// # Errors
     /// Redis errors; a malformed id.
@@ -334,14 +395,21 @@ impl Store {
         plan: &Plan,
         base: Option<&Execution>,
         expired_before: Millis,
+        record: Option<&ResultRecord>,
         now: Millis,
     ) -> Result<SettleOutcome, StoreError> {
         let shard = self.shard_of_job(&job.id)?;
-        let mut keys = KeyList::for_shard(&self.keys, shard);
-        keys.add(self.keys.job(shard, &job.id));
-        keys.add(self.keys.leased(shard));
-        keys.add(self.keys.ready(shard, &job.queue));
-        keys.add(self.keys.delayed(shard, &job.queue));
+        let lane = Lane::of_kind(&job.kind);
+        let mut keys = self.job_keys(shard, &job.id, &job.queue, lane);
+        let record = record.map(|r| {
+            let ttl_ms = u64::try_from(self.config.idempotency_ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+            json!({
+                "key": keys.add(self.keys.job_results(shard, &job.id)),
+                "name": r.key,
+                "answer": r.answer,
+                "ttl": ttl_ms,
+            })
+        });
         let tail = plan::tail(&self.keys, &mut keys, shard, plan, base, now);
         let now_s = now.to_string();
         let (fields, due) = match settlement {
@@ -365,12 +433,17 @@ impl Store {
             ),
             Settlement::Deferred { deadline } => (json!({ "lease_worker": AWAITING_RESULT }), *deadline),
         };
-        let body = json!({
+        let mut body = json!({
             "status": settlement.status().as_str(),
             "fields": fields,
             "due": due,
+            "stem": lane.stem(&job.queue),
             "tail": tail,
         });
+        // Absent, not null: cjson decodes null to a value Lua treats as true.
+        if let Some(record) = record {
+            body["record"] = record;
+        }
         let mut inv = self.with_keys(&self.scripts.settle, keys, now);
         inv.arg(token).arg(expired_before).arg(body.to_string());
         let mut conn = self.conn.clone();
@@ -379,6 +452,11 @@ impl Store {
             "ok" => SettleOutcome::Applied,
             "lease_lost" => SettleOutcome::LeaseLost,
             "conflict" => SettleOutcome::Conflict(u64::try_from(int_at(&reply, 1).unwrap_or(0)).unwrap_or(0)),
+            "replay" => match reply.get(1) {
+                Some(RValue::BulkString(b)) => SettleOutcome::Replayed(String::from_utf8_lossy(b).into_owned()),
+                _ => return Err(contract("settle", reply)),
+            },
+            "already_applied" => SettleOutcome::AlreadyApplied,
             _ => return Err(contract("settle", reply)),
         })
     }
@@ -390,11 +468,7 @@ impl Store {
     /// Redis errors; a malformed id.
     pub async fn cancel(&self, job: &Job, plan: &Plan, base: Option<&Execution>, now: Millis) -> Result<CancelOutcome, StoreError> {
         let shard = self.shard_of_job(&job.id)?;
-        let mut keys = KeyList::for_shard(&self.keys, shard);
-        keys.add(self.keys.job(shard, &job.id));
-        keys.add(self.keys.leased(shard));
-        keys.add(self.keys.ready(shard, &job.queue));
-        keys.add(self.keys.delayed(shard, &job.queue));
+        let mut keys = self.job_keys(shard, &job.id, &job.queue, Lane::of_kind(&job.kind));
         let tail = plan::tail(&self.keys, &mut keys, shard, plan, base, now);
         let mut inv = self.with_keys(&self.scripts.cancel, keys, now);
         inv.arg(json!({ "tail": tail }).to_string());
@@ -415,39 +489,37 @@ impl Store {
         })
     }
 
-    /// Gives a held job back to its queue unfinished (its started attempt is not counted).
-    /// Returns false when the lease was already lost.
+    /// Gives a held job back to its queue's `lane` unfinished (its started attempt is not
+    /// counted). Returns false when the lease was already lost.
     ///
     /// # Errors
     /// Redis errors; a malformed id.
-    pub async fn release(&self, job_id: &str, queue: &str, token: &str, now: Millis) -> Result<bool, StoreError> {
+    pub async fn release(&self, job_id: &str, queue: &str, lane: Lane, token: &str, now: Millis) -> Result<bool, StoreError> {
         let shard = self.shard_of_job(job_id)?;
         let mut conn = self.conn.clone();
+        let keys = self.job_keys(shard, job_id, queue, lane);
         let reply: Vec<RValue> = self
-            .in_shard(&self.scripts.release, shard, now)
-            .key(self.keys.job(shard, job_id))
-            .key(self.keys.leased(shard))
-            .key(self.keys.ready(shard, queue))
-            .key(self.keys.delayed(shard, queue))
+            .with_keys(&self.scripts.release, keys, now)
             .arg(token)
+            .arg(&*lane.stem(queue))
             .invoke_async(&mut conn)
             .await?;
         Ok(status_reply("release", &reply)? == "ok")
     }
 
-    /// Moves up to `chunk` due delayed jobs of `queue` in `shard` to its ready set.
+    /// Moves up to `chunk` due delayed jobs of `queue`'s `lane` in `shard` to its ready set.
     ///
     /// # Errors
     /// Redis errors.
-    pub async fn promote(&self, shard: u32, queue: &str, now: Millis, chunk: usize) -> Result<usize, StoreError> {
+    pub async fn promote(&self, shard: u32, queue: &str, lane: Lane, now: Millis, chunk: usize) -> Result<usize, StoreError> {
         let mut conn = self.conn.clone();
         let moved: usize = self
             .in_shard(&self.scripts.promote, shard, now)
-            .key(self.keys.ready(shard, queue))
-            .key(self.keys.delayed(shard, queue))
+            .key(self.keys.ready(shard, queue, lane))
+            .key(self.keys.delayed(shard, queue, lane))
             .arg(self.keys.job_prefix(shard))
             .arg(chunk.max(1))
-            .arg(queue)
+            .arg(&*lane.stem(queue))
             .invoke_async(&mut conn)
             .await?;
         Ok(moved)
@@ -468,6 +540,7 @@ impl Store {
             .arg(chunk.max(1))
             .arg(self.keys.queue_prefix(shard))
             .arg(crate::keys::READY_SUFFIX)
+            .arg(EXTERNAL_SEGMENT)
             .invoke_async(&mut conn)
             .await?;
         let released = usize::try_from(int_at(&reply, 0).unwrap_or(0)).unwrap_or(0);
@@ -482,6 +555,29 @@ impl Store {
             }
         }
         Ok((released, running))
+    }
+
+    /// What job `id`'s results hash records about a post with Idempotency-Key `key`, lease
+    /// `token` (if given) and for `attempt`: the answer recorded for the key, and whether a
+    /// posted result settled that lease or attempt. Written only by `settle`.
+    ///
+    /// # Errors
+    /// Redis errors; a malformed id.
+    pub async fn posted_results(&self, id: &str, key: &str, token: Option<&str>, attempt: u32) -> Result<PostedResults, StoreError> {
+        let shard = self.shard_of_job(id)?;
+        let mut conn = self.conn.clone();
+        let (answer, by_token, by_attempt): (Option<String>, Option<String>, Option<String>) = redis::cmd("HMGET")
+            .arg(self.keys.job_results(shard, id))
+            .arg(format!("k:{key}"))
+            .arg(format!("t:{}", token.unwrap_or_default()))
+            .arg(format!("a:{attempt}"))
+            .query_async(&mut conn)
+            .await?;
+        Ok(PostedResults {
+            answer,
+            token_settled: token.is_some() && by_token.is_some(),
+            attempt_settled: by_attempt.is_some(),
+        })
     }
 
     /// The queue names that ever held a job in `shard`.

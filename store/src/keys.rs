@@ -9,6 +9,16 @@
 //! Lua scripts receive keys from here (as `KEYS`), plus two prefixes for keys they can only
 //! know at run time (a job popped from a queue): [`Keys::job_prefix`] and
 //! [`Keys::queue_prefix`] with [`READY_SUFFIX`].
+//!
+//! **Lanes.** Each queue has two lanes, and a job sits in the one its kind decides
+//! ([`Lane::of_kind`]): jobs of the kinds sluice's own workers run (the *builtin* lane) and
+//! jobs left to external workers leasing over the HTTP API (the *external* lane). The
+//! external lane's keys are the queue's keys with [`EXTERNAL_SEGMENT`] after the queue name
+//! (`{p:s}:q:<queue>:external:ready`); queue names cannot contain `:`, so no queue's keys
+//! can be mistaken for a lane's. A lane's keys and its notification channel share one stem,
+//! [`Lane::stem`].
+
+use std::borrow::Cow;
 
 /// Suffix of a queue's ready set after [`Keys::queue_prefix`] and the queue name.
 pub const READY_SUFFIX: &str = ":ready";
@@ -20,6 +30,47 @@ pub const SINCE_SUFFIX: &str = ":since";
 pub const STATS_SUFFIX: &str = ":stats";
 /// Suffix of a queue's pause flag (a sibling of the ready set).
 pub const PAUSED_SUFFIX: &str = ":paused";
+/// What follows the queue name in the keys (and notification channel) of its external lane.
+pub const EXTERNAL_SEGMENT: &str = ":external";
+/// Suffix of an execution's own event list after [`Keys::execution_prefix`] and its id.
+pub const EXECUTION_EVENTS_SUFFIX: &str = ":events";
+
+/// Which workers lease a job: sluice's own, or external workers over the HTTP API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lane {
+    /// Jobs of the kinds sluice's workers run (see
+    /// [`sluice_core::pipeline::is_builtin_job_kind`]); only `Store::lease` hands them out.
+    Builtin,
+    /// Jobs of every other kind; only `Store::lease_external` hands them out.
+    External,
+}
+
+impl Lane {
+    /// Both lanes.
+    pub const ALL: [Lane; 2] = [Lane::Builtin, Lane::External];
+
+    /// The lane of a job of `kind`.
+    pub fn of_kind(kind: &str) -> Lane {
+        if sluice_core::pipeline::is_builtin_job_kind(kind) { Lane::Builtin } else { Lane::External }
+    }
+
+    /// The stable name, as stored in a job's `lane` field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lane::Builtin => "builtin",
+            Lane::External => "external",
+        }
+    }
+
+    /// The stem of the lane's keys and channel: the queue name, followed by
+    /// [`EXTERNAL_SEGMENT`] for the external lane.
+    pub fn stem(self, queue: &str) -> Cow<'_, str> {
+        match self {
+            Lane::Builtin => Cow::Borrowed(queue),
+            Lane::External => Cow::Owned(format!("{queue}{EXTERNAL_SEGMENT}")),
+        }
+    }
+}
 
 /// Builds keys for one deployment (`redis.prefix`, `redis.shards`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +105,15 @@ impl Keys {
         format!("{}:job:{id}", self.tag(shard))
     }
 
+    /// HASH `{p:s}:job:<id>:results`: the results posted for a job over the API, keyed by
+    /// their `Idempotency-Key`: `k:<key>` → the answer given (JSON), `t:<token>` and
+    /// `a:<attempt>` → the key whose result settled that lease and attempt. Owner: `settle`
+    /// (in the same write as the settlement). Expires `idempotency_ttl` after the last
+    /// result.
+    pub fn job_results(&self, shard: u32, id: &str) -> String {
+        format!("{}:job:{id}:results", self.tag(shard))
+    }
+
     /// Prefix of every job hash of a shard (a job id appended gives [`Keys::job`]).
     pub fn job_prefix(&self, shard: u32) -> String {
         format!("{}:job:", self.tag(shard))
@@ -64,35 +124,43 @@ impl Keys {
         format!("{}:q:", self.tag(shard))
     }
 
-    /// ZSET `{p:s}:q:<queue>:ready`: ready job ids, scored by priority then arrival.
-    pub fn ready(&self, shard: u32, queue: &str) -> String {
-        format!("{}{queue}{READY_SUFFIX}", self.queue_prefix(shard))
+    /// A key of `lane` of `queue`: the queue prefix, the lane's stem, then `suffix`.
+    fn lane_key(&self, shard: u32, queue: &str, lane: Lane, suffix: &str) -> String {
+        format!("{}{}{suffix}", self.queue_prefix(shard), lane.stem(queue))
     }
 
-    /// ZSET `{p:s}:q:<queue>:delayed`: job ids scored by due time (ms).
-    pub fn delayed(&self, shard: u32, queue: &str) -> String {
-        format!("{}{queue}{DELAYED_SUFFIX}", self.queue_prefix(shard))
+    /// ZSET `{p:s}:q:<queue>:ready` (external lane: `{p:s}:q:<queue>:external:ready`): ready
+    /// job ids of the lane, scored by priority then arrival.
+    pub fn ready(&self, shard: u32, queue: &str, lane: Lane) -> String {
+        self.lane_key(shard, queue, lane, READY_SUFFIX)
     }
 
-    /// ZSET `{p:s}:q:<queue>:since`: ready job ids, score = when each became ready (for
-    /// the oldest waiting age). A sibling of the ready set: scripts derive it from the ready
-    /// key by replacing [`READY_SUFFIX`]. Owner: the scripts that move jobs in and out of
-    /// the ready set.
-    pub fn queue_since(&self, shard: u32, queue: &str) -> String {
-        format!("{}{queue}{SINCE_SUFFIX}", self.queue_prefix(shard))
+    /// ZSET `{p:s}:q:<queue>:delayed` (or `…:external:delayed`): job ids of the lane scored
+    /// by due time (ms).
+    pub fn delayed(&self, shard: u32, queue: &str, lane: Lane) -> String {
+        self.lane_key(shard, queue, lane, DELAYED_SUFFIX)
     }
 
-    /// HASH `{p:s}:q:<queue>:stats`: outcome counters (`completed`, `failed`, `retried`,
-    /// `cancelled`) since the queue first held a job. Sibling of the ready set. Owner:
-    /// `settle`, `cancel`, `operate`.
-    pub fn queue_stats(&self, shard: u32, queue: &str) -> String {
-        format!("{}{queue}{STATS_SUFFIX}", self.queue_prefix(shard))
+    /// ZSET `{p:s}:q:<queue>:since` (or `…:external:since`): ready job ids of the lane,
+    /// score = when each became ready (for the oldest waiting age). A sibling of the ready
+    /// set: scripts derive it from the ready key by replacing [`READY_SUFFIX`]. Owner: the
+    /// scripts that move jobs in and out of the ready set.
+    pub fn queue_since(&self, shard: u32, queue: &str, lane: Lane) -> String {
+        self.lane_key(shard, queue, lane, SINCE_SUFFIX)
     }
 
-    /// STRING `{p:s}:q:<queue>:paused`: present while the queue is paused (no lease hands
-    /// out its jobs). Sibling of the ready set. Owner: queue pause/resume.
-    pub fn queue_paused(&self, shard: u32, queue: &str) -> String {
-        format!("{}{queue}{PAUSED_SUFFIX}", self.queue_prefix(shard))
+    /// HASH `{p:s}:q:<queue>:stats` (or `…:external:stats`): outcome counters (`completed`,
+    /// `failed`, `retried`, `cancelled`) of the lane's jobs since the queue first held a
+    /// job. Sibling of the ready set. Owner: `settle`, `cancel`, `operate`.
+    pub fn queue_stats(&self, shard: u32, queue: &str, lane: Lane) -> String {
+        self.lane_key(shard, queue, lane, STATS_SUFFIX)
+    }
+
+    /// STRING `{p:s}:q:<queue>:paused` (or `…:external:paused`): present while the queue
+    /// is paused (no lease hands out the lane's jobs); pause and resume set both lanes.
+    /// Sibling of the ready set. Owner: queue pause/resume.
+    pub fn queue_paused(&self, shard: u32, queue: &str, lane: Lane) -> String {
+        self.lane_key(shard, queue, lane, PAUSED_SUFFIX)
     }
 
     /// ZSET `{p:g}:workers`: worker ids, score = last heartbeat (ms). Owner: workers.
@@ -128,7 +196,13 @@ impl Keys {
 
     /// HASH `{p:s}:ex:<id>`: one execution: `doc` (JSON), `status`, `rev`.
     pub fn execution(&self, shard: u32, id: &str) -> String {
-        format!("{}:ex:{id}", self.tag(shard))
+        format!("{}{id}", self.execution_prefix(shard))
+    }
+
+    /// Prefix of every execution key of a shard (an execution id appended gives
+    /// [`Keys::execution`], and [`EXECUTION_EVENTS_SUFFIX`] after that its event list).
+    pub fn execution_prefix(&self, shard: u32) -> String {
+        format!("{}:ex:", self.tag(shard))
     }
 
     /// STRING `{p:s}:target:<target>`: id of the live execution holding the target.
@@ -160,7 +234,7 @@ impl Keys {
     /// `id` being the shard stream's entry id), oldest first, capped. Owner: the scripts
     /// that append events.
     pub fn execution_events(&self, shard: u32, id: &str) -> String {
-        format!("{}:ex:{id}:events", self.tag(shard))
+        format!("{}{EXECUTION_EVENTS_SUFFIX}", self.execution(shard, id))
     }
 
     /// ZSET `{p:s}:exs`: every execution id of the shard, score = creation time (ms).
@@ -193,10 +267,16 @@ impl Keys {
         format!("{}:cancel", self.prefix)
     }
 
-    /// Pub/Sub channel prefix: `<p>:notify:` + queue name is published when a job of that
-    /// queue becomes ready. A channel, not a key.
+    /// Pub/Sub channel prefix: `<p>:notify:` + a lane's stem ([`Lane::stem`]) is published
+    /// when a job of that lane becomes ready. A channel, not a key.
     pub fn notify_prefix(&self) -> String {
         format!("{}:notify:", self.prefix)
+    }
+
+    /// Pub/Sub channel `<p>:notify:<queue>` (external lane: `<p>:notify:<queue>:external`):
+    /// published when a job of the lane becomes ready. A channel, not a key.
+    pub fn notify_channel(&self, queue: &str, lane: Lane) -> String {
+        format!("{}{}", self.notify_prefix(), lane.stem(queue))
     }
 }
 
@@ -216,8 +296,11 @@ mod tests {
         let k = Keys::new("sluice", 4);
         let keys = [
             k.job(3, "job_3_X"),
-            k.ready(3, "deploy"),
-            k.delayed(3, "deploy"),
+            k.job_results(3, "job_3_X"),
+            k.ready(3, "deploy", Lane::Builtin),
+            k.delayed(3, "deploy", Lane::Builtin),
+            k.ready(3, "deploy", Lane::External),
+            k.delayed(3, "deploy", Lane::External),
             k.leased(3),
             k.seq(3),
             k.queues(3),
@@ -231,16 +314,24 @@ mod tests {
             k.executions_by_status(3, "running"),
             k.executions_by_pipeline(3, "release"),
             k.executions_by_target(3, "repo:acme/{web}"),
-            k.queue_since(3, "deploy"),
-            k.queue_stats(3, "deploy"),
-            k.queue_paused(3, "deploy"),
+            k.queue_since(3, "deploy", Lane::Builtin),
+            k.queue_stats(3, "deploy", Lane::Builtin),
+            k.queue_paused(3, "deploy", Lane::Builtin),
+            k.queue_since(3, "deploy", Lane::External),
+            k.queue_stats(3, "deploy", Lane::External),
+            k.queue_paused(3, "deploy", Lane::External),
         ];
         for key in &keys {
             assert_eq!(hash_tag(key), "sluice:3", "{key}");
         }
         assert_eq!(hash_tag(&k.pipeline("release")), "sluice:g");
         assert_eq!(k.job(0, "a"), format!("{}a", k.job_prefix(0)));
-        assert_eq!(k.ready(1, "q"), format!("{}q{READY_SUFFIX}", k.queue_prefix(1)));
+        assert_eq!(k.ready(1, "q", Lane::Builtin), format!("{}q{READY_SUFFIX}", k.queue_prefix(1)));
+        assert_eq!(
+            k.ready(1, "q", Lane::External),
+            format!("{}q{EXTERNAL_SEGMENT}{READY_SUFFIX}", k.queue_prefix(1))
+        );
+        assert_eq!(k.execution_events(2, "ex_2_X"), format!("{}ex_2_X{EXECUTION_EVENTS_SUFFIX}", k.execution_prefix(2)));
         assert_eq!(hash_tag(&k.workers()), "sluice:g");
         assert_eq!(hash_tag(&k.worker("w1")), "sluice:g");
     }
@@ -251,11 +342,29 @@ mod tests {
     fn queue_siblings_share_the_ready_sets_stem() {
         let k = Keys::new("sluice", 2);
         assert_eq!(READY_SUFFIX.len(), 6);
-        let ready = k.ready(1, "deploy.eu");
-        let stem = &ready[..ready.len() - READY_SUFFIX.len()];
-        assert_eq!(k.queue_since(1, "deploy.eu"), format!("{stem}{SINCE_SUFFIX}"));
-        assert_eq!(k.queue_stats(1, "deploy.eu"), format!("{stem}{STATS_SUFFIX}"));
-        assert_eq!(k.queue_paused(1, "deploy.eu"), format!("{stem}{PAUSED_SUFFIX}"));
+        for lane in Lane::ALL {
+            let ready = k.ready(1, "deploy.eu", lane);
+            let stem = &ready[..ready.len() - READY_SUFFIX.len()];
+            assert_eq!(k.queue_since(1, "deploy.eu", lane), format!("{stem}{SINCE_SUFFIX}"));
+            assert_eq!(k.queue_stats(1, "deploy.eu", lane), format!("{stem}{STATS_SUFFIX}"));
+            assert_eq!(k.queue_paused(1, "deploy.eu", lane), format!("{stem}{PAUSED_SUFFIX}"));
+            assert_eq!(k.delayed(1, "deploy.eu", lane), format!("{stem}{DELAYED_SUFFIX}"));
+            // The lane's channel carries the same stem as its keys.
+            assert!(stem.ends_with(&*lane.stem("deploy.eu")));
+            assert_eq!(k.notify_channel("deploy.eu", lane), format!("{}{}", k.notify_prefix(), lane.stem("deploy.eu")));
+        }
+    }
+
+    #[test]
+    fn the_lane_follows_the_job_kind() {
+        for kind in sluice_core::pipeline::BUILTIN_JOB_KINDS {
+            assert_eq!(Lane::of_kind(kind), Lane::Builtin, "{kind}");
+        }
+        for kind in ["external", "resize-image", "acme.build-v2"] {
+            assert_eq!(Lane::of_kind(kind), Lane::External, "{kind}");
+        }
+        let k = Keys::new("sluice", 1);
+        assert_ne!(k.ready(0, "q", Lane::Builtin), k.ready(0, "q", Lane::External));
     }
 
     #[test]
@@ -263,7 +372,14 @@ mod tests {
         let doc = include_str!("../../docs/redis-keys.md");
         for pattern in [
             "{p:s}:job:<id>",
+            "{p:s}:job:<id>:results",
             "{p:s}:q:<queue>:ready",
+            "{p:s}:q:<queue>:external:ready",
+            "{p:s}:q:<queue>:external:delayed",
+            "{p:s}:q:<queue>:external:since",
+            "{p:s}:q:<queue>:external:stats",
+            "{p:s}:q:<queue>:external:paused",
+            "<p>:notify:<queue>:external",
             "{p:s}:q:<queue>:delayed",
             "{p:s}:leased",
             "{p:s}:seq",

@@ -1,6 +1,7 @@
 //! The sluice store: the only crate that talks to Redis.
 //!
-//! - [`keys`] builds every key; all keys of a shard share one hash tag.
+//! - [`keys`] builds every key; all keys of a shard share one hash tag. Each queue has two
+//!   lanes ([`Lane`]): the jobs sluice's workers run, and the jobs left to external workers.
 //! - `lua/*.lua` holds one script per atomic operation, each with a header documenting its
 //!   KEYS, ARGV, return value and invariant; [`scripts`] loads them.
 //! - [`Store`] wraps each script in one typed method, and [`engine`] runs the
@@ -29,9 +30,12 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 pub use executions::{OperateOutcome, StartOutcome};
-pub use jobs::{CancelOutcome, EnqueueOutcome, LeaseState, Leased, SettleOutcome, StartOutcome as JobStart};
-pub use keys::Keys;
-pub use notify::Notifier;
+pub use jobs::{
+    AWAITING_RESULT, CancelOutcome, EnqueueOutcome, LeaseState, Leased, PostedResults, ResultRecord, SettleOutcome,
+    StartOutcome as JobStart,
+};
+pub use keys::{Keys, Lane};
+pub use notify::{ExternalWakeups, Notifier};
 pub use pipelines::StoredPipeline;
 pub use query::{EventCursor, EventReader, ExecutionFilter, ListCursor, MAX_PAGE, Page, StoredEvent};
 pub use queues::{QueueStats, WorkerInfo};

@@ -12,7 +12,7 @@ use sluice_core::ids;
 use sluice_core::job::NewJob;
 
 use crate::codec;
-use crate::keys::Keys;
+use crate::keys::{Keys, Lane};
 
 /// The `KEYS` of one script call.
 #[derive(Debug, Default)]
@@ -39,9 +39,10 @@ impl KeyList {
 
 /// The plan entry that creates `job` (see `create_job` in `lua/lib.lua`).
 pub(crate) fn job_entry(keys: &Keys, list: &mut KeyList, shard: u32, job: &NewJob, now: Millis) -> Value {
+    let lane = Lane::of_kind(&job.kind);
     let key = list.add(keys.job(shard, &job.id));
-    let ready = list.add(keys.ready(shard, &job.queue));
-    let delayed = list.add(keys.delayed(shard, &job.queue));
+    let ready = list.add(keys.ready(shard, &job.queue, lane));
+    let delayed = list.add(keys.delayed(shard, &job.queue, lane));
     let dedupe = job.dedupe_key.as_ref().map(|d| list.add(keys.dedupe(shard, &job.queue, d)));
     let mut entry = json!({
         "key": key,
@@ -49,6 +50,7 @@ pub(crate) fn job_entry(keys: &Keys, list: &mut KeyList, shard: u32, job: &NewJo
         "delayed": delayed,
         "id": job.id,
         "queue": job.queue,
+        "stem": lane.stem(&job.queue),
         "priority": job.priority.clamp(-sluice_core::job::MAX_PRIORITY, sluice_core::job::MAX_PRIORITY),
         "due": job.run_at.unwrap_or(0),
         "fields": Value::Object(codec::new_job_fields(job, now)),
@@ -117,10 +119,11 @@ pub(crate) fn tail(keys: &Keys, list: &mut KeyList, shard: u32, plan: &Plan, bas
             .stop_jobs
             .iter()
             .map(|j| {
+                let lane = Lane::of_kind(&j.kind);
                 json!({
                     "key": list.add(keys.job(shard, &j.id)),
-                    "ready": list.add(keys.ready(shard, &j.queue)),
-                    "delayed": list.add(keys.delayed(shard, &j.queue)),
+                    "ready": list.add(keys.ready(shard, &j.queue, lane)),
+                    "delayed": list.add(keys.delayed(shard, &j.queue, lane)),
                     "id": j.id,
                 })
             })

@@ -1,6 +1,10 @@
 //! Queues as operators see them: counts, the oldest waiting job, pause and resume, and the
 //! workers serving them.
 //!
+//! A queue's figures add up both its lanes (the jobs sluice's workers run and the jobs left
+//! to external workers, see [`Lane`]); `external_ready` tells how many of the ready ones wait
+//! for an external worker. Pause and resume act on both lanes.
+//!
 //! Every figure is read from a small key or a bounded set: ready and delayed counts are
 //! `ZCARD`s, the oldest waiting job is the head of the queue's `since` set, outcome totals
 //! are counters the scripts keep, and reserved/running jobs come from the shard's leased set
@@ -11,6 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 use sluice_core::Millis;
 
+use crate::keys::Lane;
 use crate::{Store, StoreError};
 
 /// Workers not heard from for this long are dropped from the registry.
@@ -21,8 +26,11 @@ const WORKER_FORGET_MS: Millis = 10 * 60 * 1000;
 pub struct QueueStats {
     /// Queue name.
     pub queue: String,
-    /// Pending and ready to run.
+    /// Pending and ready to run (both lanes).
     pub ready: u64,
+    /// Of `ready`, the jobs waiting for an external worker (kinds sluice's workers do not
+    /// run).
+    pub external_ready: u64,
     /// Pending until a later time (delay, retry backoff).
     pub delayed: u64,
     /// Pending in a worker's prefetch buffer.
@@ -81,23 +89,27 @@ impl Store {
                 Some(q) => vec![q.to_string()],
                 None => self.queues(shard).await?,
             };
+            let lanes: Vec<(&String, Lane)> = names.iter().flat_map(|q| Lane::ALL.map(|lane| (q, lane))).collect();
             let mut pipe = redis::pipe();
-            for q in &names {
-                pipe.zcard(self.keys.ready(shard, q))
-                    .zcard(self.keys.delayed(shard, q))
+            for (q, lane) in &lanes {
+                pipe.zcard(self.keys.ready(shard, q, *lane))
+                    .zcard(self.keys.delayed(shard, q, *lane))
                     .cmd("ZRANGE")
-                    .arg(self.keys.queue_since(shard, q))
+                    .arg(self.keys.queue_since(shard, q, *lane))
                     .arg(0)
                     .arg(0)
                     .arg("WITHSCORES")
-                    .hgetall(self.keys.queue_stats(shard, q))
-                    .exists(self.keys.queue_paused(shard, q));
+                    .hgetall(self.keys.queue_stats(shard, q, *lane))
+                    .exists(self.keys.queue_paused(shard, q, *lane));
             }
             type Row = (u64, u64, Vec<(String, f64)>, HashMap<String, u64>, bool);
-            let rows: Vec<Row> = if names.is_empty() { Vec::new() } else { pipe.query_async(&mut conn).await? };
-            for (q, (ready, delayed, head, counters, paused)) in names.iter().zip(rows) {
+            let rows: Vec<Row> = if lanes.is_empty() { Vec::new() } else { pipe.query_async(&mut conn).await? };
+            for ((q, lane), (ready, delayed, head, counters, paused)) in lanes.into_iter().zip(rows) {
                 let s = out.entry(q.clone()).or_insert_with(|| QueueStats { queue: q.clone(), ..QueueStats::default() });
                 s.ready += ready;
+                if lane == Lane::External {
+                    s.external_ready += ready;
+                }
                 s.delayed += delayed;
                 let counter = |name: &str| counters.get(name).copied().unwrap_or(0);
                 s.completed += counter("completed");
@@ -149,8 +161,8 @@ impl Store {
         Ok(())
     }
 
-    /// Pauses (`true`) or resumes (`false`) leasing from `queue` in every shard. Jobs
-    /// already leased run on; enqueueing goes on. Idempotent.
+    /// Pauses (`true`) or resumes (`false`) leasing from `queue` (both lanes) in every
+    /// shard. Jobs already leased run on; enqueueing goes on. Idempotent.
     ///
     /// # Errors
     /// Redis errors.
@@ -158,16 +170,20 @@ impl Store {
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
         for shard in 0..self.shards() {
-            let key = self.keys.queue_paused(shard, queue);
-            if paused {
-                pipe.set(key, "1").ignore();
-            } else {
-                pipe.del(key).ignore();
+            for lane in Lane::ALL {
+                let key = self.keys.queue_paused(shard, queue, lane);
+                if paused {
+                    pipe.set(key, "1").ignore();
+                } else {
+                    pipe.del(key).ignore();
+                }
             }
         }
         if !paused {
             // Idle workers of the queue wait for a notification: wake them.
-            pipe.publish(format!("{}{queue}", self.keys.notify_prefix()), "1").ignore();
+            for lane in Lane::ALL {
+                pipe.publish(self.keys.notify_channel(queue, lane), "1").ignore();
+            }
         }
         let () = pipe.query_async(&mut conn).await?;
         Ok(())

@@ -17,6 +17,7 @@ fn with_lib(body: &str) -> Script {
 pub(crate) struct Scripts {
     pub enqueue: Script,
     pub lease: Script,
+    pub lease_external: Script,
     pub start: Script,
     pub heartbeat: Script,
     pub settle: Script,
@@ -34,6 +35,7 @@ impl Scripts {
         Self {
             enqueue: with_lib(include_str!("../lua/enqueue.lua")),
             lease: with_lib(include_str!("../lua/lease.lua")),
+            lease_external: with_lib(include_str!("../lua/lease_external.lua")),
             start: with_lib(include_str!("../lua/start.lua")),
             heartbeat: with_lib(include_str!("../lua/heartbeat.lua")),
             settle: with_lib(include_str!("../lua/settle.lua")),
@@ -48,10 +50,11 @@ impl Scripts {
     }
 
     /// Every script, for loading them all up front (`/readyz` reports "scripts loaded").
-    pub(crate) fn all(&self) -> [&Script; 12] {
+    pub(crate) fn all(&self) -> [&Script; 13] {
         [
             &self.enqueue,
             &self.lease,
+            &self.lease_external,
             &self.start,
             &self.heartbeat,
             &self.settle,

@@ -7,7 +7,7 @@ use sluice_core::execution::Plan;
 use sluice_core::ids;
 use sluice_core::job::{JobError, JobStatus, NewJob, Settlement, kinds};
 use sluice_core::retry::{Backoff, RetryPolicy};
-use sluice_store::{CancelOutcome, EnqueueOutcome, JobStart, LeaseState, SettleOutcome, Store, StoreConfig};
+use sluice_store::{CancelOutcome, EnqueueOutcome, JobStart, Lane, LeaseState, SettleOutcome, Store, StoreConfig};
 use sluice_testkit::RedisServer;
 
 const T0: i64 = 1_700_000_000_000;
@@ -57,7 +57,7 @@ async fn a_job_goes_from_enqueue_through_lease_and_start_to_completed() {
     let out = store.enqueue(std::slice::from_ref(&job), T0).await.unwrap();
     assert_eq!(out, vec![EnqueueOutcome::Created(job.id.clone())]);
 
-    let leased = store.lease(0, "default", "w1", 10, T0 + 30_000, T0, 100).await.unwrap();
+    let leased = store.lease(0, "default", Lane::Builtin, "w1", 10, T0 + 30_000, T0, 100).await.unwrap();
     assert_eq!(leased.jobs.len(), 1);
     let held = &leased.jobs[0];
     assert_eq!(held.status, JobStatus::Pending, "a reservation stays pending until started");
@@ -71,9 +71,9 @@ async fn a_job_goes_from_enqueue_through_lease_and_start_to_completed() {
     running.attempts = 1;
     let settlement = Settlement::Completed { output: json!({"ok": true}) };
     let plan = Plan { events: sluice_core::execution::settlement_events(&running, &settlement), ..Plan::default() };
-    let r = store.settle(&running, &token, &settlement, &plan, None, 0, T0 + 5).await.unwrap();
+    let r = store.settle(&running, &token, &settlement, &plan, None, 0, None, T0 + 5).await.unwrap();
     assert_eq!(r, SettleOutcome::Applied);
-    let again = store.settle(&running, &token, &settlement, &plan, None, 0, T0 + 6).await.unwrap();
+    let again = store.settle(&running, &token, &settlement, &plan, None, 0, None, T0 + 6).await.unwrap();
     assert_eq!(again, SettleOutcome::LeaseLost, "a result is applied once");
 
     let done = store.get_job(&job.id).await.unwrap().unwrap();
@@ -96,7 +96,7 @@ async fn higher_priority_leases_first_then_arrival_order() {
         jobs.push(j);
     }
     store.enqueue(&jobs, T0).await.unwrap();
-    let leased = store.lease(0, "default", "w", 10, T0 + 1000, T0, 10).await.unwrap();
+    let leased = store.lease(0, "default", Lane::Builtin, "w", 10, T0 + 1000, T0, 10).await.unwrap();
     let order: Vec<&str> = leased.jobs.iter().map(|j| j.id.as_str()).collect();
     assert_eq!(order, [&jobs[1].id, &jobs[3].id, &jobs[0].id, &jobs[2].id]);
 }
@@ -114,7 +114,7 @@ async fn a_dedupe_key_returns_the_pending_job_until_it_starts() {
     assert_eq!(out, vec![EnqueueOutcome::Existing(a.id.clone())]);
     assert!(store.get_job(&b.id).await.unwrap().is_none());
 
-    let leased = store.lease(0, "default", "w", 10, T0 + 1000, T0, 10).await.unwrap();
+    let leased = store.lease(0, "default", Lane::Builtin, "w", 10, T0 + 1000, T0, 10).await.unwrap();
     let token = leased.jobs[0].lease.as_ref().unwrap().token.clone();
     start(&store, &a.id, &token, T0 + 1000, T0).await;
     let out = store.enqueue(std::slice::from_ref(&b), T0).await.unwrap();
@@ -127,18 +127,18 @@ async fn a_retry_waits_for_its_backoff_in_the_delayed_set() {
     let store = store(&redis).await;
     let job = new_job("default");
     store.enqueue(std::slice::from_ref(&job), T0).await.unwrap();
-    let leased = store.lease(0, "default", "w", 1, T0 + 10_000, T0, 10).await.unwrap();
+    let leased = store.lease(0, "default", Lane::Builtin, "w", 1, T0 + 10_000, T0, 10).await.unwrap();
     let token = leased.jobs[0].lease.clone().unwrap().token;
     start(&store, &job.id, &token, T0 + 10_000, T0).await;
     let running = store.get_job(&job.id).await.unwrap().unwrap();
     let settlement = Settlement::Retry { error: JobError::retryable("exit code 1"), at: T0 + 1_000, delay_ms: 1_000 };
-    let r = store.settle(&running, &token, &settlement, &Plan::default(), None, 0, T0).await.unwrap();
+    let r = store.settle(&running, &token, &settlement, &Plan::default(), None, 0, None, T0).await.unwrap();
     assert_eq!(r, SettleOutcome::Applied);
 
-    let early = store.lease(0, "default", "w", 1, T0 + 10_000, T0 + 999, 10).await.unwrap();
+    let early = store.lease(0, "default", Lane::Builtin, "w", 1, T0 + 10_000, T0 + 999, 10).await.unwrap();
     assert!(early.jobs.is_empty());
     assert_eq!(early.next_due, Some(T0 + 1_000));
-    let due = store.lease(0, "default", "w", 1, T0 + 10_000, T0 + 1_000, 10).await.unwrap();
+    let due = store.lease(0, "default", Lane::Builtin, "w", 1, T0 + 10_000, T0 + 1_000, 10).await.unwrap();
     assert_eq!(due.jobs.len(), 1);
     assert_eq!(due.jobs[0].attempts, 1);
     assert_eq!(due.jobs[0].last_error.as_ref().unwrap().message, "exit code 1");
@@ -153,7 +153,7 @@ async fn cancel_removes_a_pending_job_wherever_it_waits() {
     delayed.run_at = Some(T0 + 60_000);
     let prefetched = new_job("other");
     store.enqueue(&[ready.clone(), delayed.clone(), prefetched.clone()], T0).await.unwrap();
-    let reserved = store.lease(0, "other", "w", 1, T0 + 10_000, T0, 10).await.unwrap();
+    let reserved = store.lease(0, "other", Lane::Builtin, "w", 1, T0 + 10_000, T0, 10).await.unwrap();
     let token = reserved.jobs[0].lease.clone().unwrap().token;
 
     for job in [&ready, &delayed, &prefetched] {
@@ -162,7 +162,7 @@ async fn cancel_removes_a_pending_job_wherever_it_waits() {
         assert_eq!(store.get_job(&job.id).await.unwrap().unwrap().status, JobStatus::Cancelled);
     }
     assert_eq!(start(&store, &prefetched.id, &token, T0 + 10_000, T0).await, JobStart::Cancelled);
-    let later = store.lease(0, "default", "w", 10, T0 + 200_000, T0 + 100_000, 10).await.unwrap();
+    let later = store.lease(0, "default", Lane::Builtin, "w", 10, T0 + 200_000, T0 + 100_000, 10).await.unwrap();
     assert!(later.jobs.is_empty(), "a cancelled job is never leased");
     assert_eq!(later.next_due, None);
 
@@ -179,7 +179,7 @@ async fn a_holder_whose_lease_expired_and_was_re_leased_changes_nothing() {
     let store = store(&redis).await;
     let job = new_job("default");
     store.enqueue(std::slice::from_ref(&job), T0).await.unwrap();
-    let first = store.lease(0, "default", "a", 1, T0 + 1_000, T0, 10).await.unwrap();
+    let first = store.lease(0, "default", Lane::Builtin, "a", 1, T0 + 1_000, T0, 10).await.unwrap();
     let old = first.jobs[0].lease.clone().unwrap().token;
     start(&store, &job.id, &old, T0 + 1_000, T0).await;
 
@@ -189,9 +189,9 @@ async fn a_holder_whose_lease_expired_and_was_re_leased_changes_nothing() {
     assert_eq!(running, vec![(job.id.clone(), old.clone())]);
     let expired = store.get_job(&job.id).await.unwrap().unwrap();
     let settlement = Settlement::Retry { error: JobError::retryable("lease expired"), at: T0 + 2_000, delay_ms: 0 };
-    let r = store.settle(&expired, &old, &settlement, &Plan::default(), None, T0 + 2_000, T0 + 2_000).await.unwrap();
+    let r = store.settle(&expired, &old, &settlement, &Plan::default(), None, T0 + 2_000, None, T0 + 2_000).await.unwrap();
     assert_eq!(r, SettleOutcome::Applied);
-    let second = store.lease(0, "default", "b", 1, T0 + 9_000, T0 + 2_000, 10).await.unwrap();
+    let second = store.lease(0, "default", Lane::Builtin, "b", 1, T0 + 9_000, T0 + 2_000, 10).await.unwrap();
     let new = second.jobs[0].lease.clone().unwrap().token;
     assert_ne!(old, new);
     start(&store, &job.id, &new, T0 + 9_000, T0 + 2_000).await;
@@ -201,10 +201,10 @@ async fn a_holder_whose_lease_expired_and_was_re_leased_changes_nothing() {
     let stale = store.get_job(&job.id).await.unwrap().unwrap();
     let done = Settlement::Completed { output: Value::Null };
     assert_eq!(
-        store.settle(&stale, &old, &done, &Plan::default(), None, 0, T0 + 3_000).await.unwrap(),
+        store.settle(&stale, &old, &done, &Plan::default(), None, 0, None, T0 + 3_000).await.unwrap(),
         SettleOutcome::LeaseLost
     );
-    assert!(!store.release(&job.id, "default", &old, T0 + 3_000).await.unwrap());
+    assert!(!store.release(&job.id, "default", Lane::Builtin, &old, T0 + 3_000).await.unwrap());
     let now = store.get_job(&job.id).await.unwrap().unwrap();
     assert_eq!(now.status, JobStatus::Running);
     assert_eq!(now.attempts, 2);
@@ -218,10 +218,10 @@ async fn expired_reservations_return_to_the_queue_without_counting_an_attempt() 
     let store = store(&redis).await;
     let job = new_job("default");
     store.enqueue(std::slice::from_ref(&job), T0).await.unwrap();
-    store.lease(0, "default", "a", 1, T0 + 1_000, T0, 10).await.unwrap();
+    store.lease(0, "default", Lane::Builtin, "a", 1, T0 + 1_000, T0, 10).await.unwrap();
     let (released, running) = store.reclaim(0, T0 + 1_001, 10).await.unwrap();
     assert_eq!((released, running.len()), (1, 0));
-    let again = store.lease(0, "default", "b", 1, T0 + 9_000, T0 + 1_001, 10).await.unwrap();
+    let again = store.lease(0, "default", Lane::Builtin, "b", 1, T0 + 9_000, T0 + 1_001, 10).await.unwrap();
     assert_eq!(again.jobs.len(), 1);
     assert_eq!(again.jobs[0].attempts, 0);
 }
@@ -232,13 +232,13 @@ async fn release_gives_a_running_job_back_without_counting_the_attempt() {
     let store = store(&redis).await;
     let job = new_job("default");
     store.enqueue(std::slice::from_ref(&job), T0).await.unwrap();
-    let l = store.lease(0, "default", "a", 1, T0 + 1_000, T0, 10).await.unwrap();
+    let l = store.lease(0, "default", Lane::Builtin, "a", 1, T0 + 1_000, T0, 10).await.unwrap();
     let token = l.jobs[0].lease.clone().unwrap().token;
     start(&store, &job.id, &token, T0 + 1_000, T0).await;
-    assert!(store.release(&job.id, "default", &token, T0 + 10).await.unwrap());
+    assert!(store.release(&job.id, "default", Lane::Builtin, &token, T0 + 10).await.unwrap());
     let j = store.get_job(&job.id).await.unwrap().unwrap();
     assert_eq!((j.status, j.attempts), (JobStatus::Pending, 0));
-    assert_eq!(store.lease(0, "default", "b", 1, T0 + 9_000, T0 + 20, 10).await.unwrap().jobs.len(), 1);
+    assert_eq!(store.lease(0, "default", Lane::Builtin, "b", 1, T0 + 9_000, T0 + 20, 10).await.unwrap().jobs.len(), 1);
 }
 
 #[tokio::test]
@@ -253,11 +253,11 @@ async fn promotion_moves_due_jobs_in_bounded_chunks() {
         })
         .collect();
     store.enqueue(&jobs, T0).await.unwrap();
-    assert_eq!(store.promote(0, "default", T0 + 99, 10).await.unwrap(), 0);
-    assert_eq!(store.promote(0, "default", T0 + 100, 10).await.unwrap(), 10);
-    assert_eq!(store.promote(0, "default", T0 + 100, 10).await.unwrap(), 10);
-    assert_eq!(store.promote(0, "default", T0 + 100, 10).await.unwrap(), 5);
-    assert_eq!(store.promote(0, "default", T0 + 100, 10).await.unwrap(), 0);
+    assert_eq!(store.promote(0, "default", Lane::Builtin, T0 + 99, 10).await.unwrap(), 0);
+    assert_eq!(store.promote(0, "default", Lane::Builtin, T0 + 100, 10).await.unwrap(), 10);
+    assert_eq!(store.promote(0, "default", Lane::Builtin, T0 + 100, 10).await.unwrap(), 10);
+    assert_eq!(store.promote(0, "default", Lane::Builtin, T0 + 100, 10).await.unwrap(), 5);
+    assert_eq!(store.promote(0, "default", Lane::Builtin, T0 + 100, 10).await.unwrap(), 0);
     assert_eq!(store.queues(0).await.unwrap(), vec!["default".to_string()]);
     let _ = Duration::ZERO;
 }

@@ -7,7 +7,7 @@ use sluice_core::ids;
 use sluice_core::job::{NewJob, Settlement, kinds};
 use sluice_core::{ExecutionStatus, RetryPolicy, pipeline};
 use sluice_store::{
-    CancelOutcome, EventCursor, ExecutionFilter, JobStart, ListCursor, StartOutcome, Store, StoreConfig, WorkerInfo,
+    CancelOutcome, EventCursor, ExecutionFilter, JobStart, Lane, ListCursor, StartOutcome, Store, StoreConfig, WorkerInfo,
 };
 use sluice_testkit::RedisServer;
 
@@ -42,7 +42,7 @@ async fn queue_stats_count_every_state_and_the_oldest_waiting_job() {
     store.enqueue(&[job("build", Some(T0 + 60_000)), job("deploy", None)], T0 + 1_000).await.unwrap();
 
     // One job runs and completes, one runs, one sits reserved, one is cancelled.
-    let leased = store.lease(0, "build", "w1", 3, T0 + 30_000, T0 + 2_000, 10).await.unwrap();
+    let leased = store.lease(0, "build", Lane::Builtin, "w1", 3, T0 + 30_000, T0 + 2_000, 10).await.unwrap();
     assert_eq!(leased.jobs.len(), 3);
     for j in &leased.jobs[..2] {
         let token = &j.lease.as_ref().unwrap().token;
@@ -53,7 +53,7 @@ async fn queue_stats_count_every_state_and_the_oldest_waiting_job() {
     let token = leased.jobs[0].lease.as_ref().unwrap().token.clone();
     let settlement = Settlement::Completed { output: json!(1) };
     store
-        .settle(&done, &token, &settlement, &sluice_core::execution::Plan::default(), None, 0, T0 + 3_000)
+        .settle(&done, &token, &settlement, &sluice_core::execution::Plan::default(), None, 0, None, T0 + 3_000)
         .await
         .unwrap();
     let waiting = store.get_job(&jobs[3].id).await.unwrap().unwrap();
@@ -100,12 +100,12 @@ async fn a_paused_queue_hands_out_nothing_until_resumed() {
     let store = store(&redis, 2).await;
     store.enqueue(&[job("q", None)], T0).await.unwrap();
     store.set_queue_paused("q", true).await.unwrap();
-    assert!(store.lease(0, "q", "w", 5, T0 + 1_000, T0, 10).await.unwrap().jobs.is_empty());
+    assert!(store.lease(0, "q", Lane::Builtin, "w", 5, T0 + 1_000, T0, 10).await.unwrap().jobs.is_empty());
     let stats = store.queue_stats(Some("q"), T0, 1_000).await.unwrap();
     assert!(stats[0].paused);
     assert_eq!(stats[0].ready, 1, "pausing keeps the jobs");
     store.set_queue_paused("q", false).await.unwrap();
-    assert_eq!(store.lease(0, "q", "w", 5, T0 + 1_000, T0, 10).await.unwrap().jobs.len(), 1);
+    assert_eq!(store.lease(0, "q", Lane::Builtin, "w", 5, T0 + 1_000, T0, 10).await.unwrap().jobs.len(), 1);
     assert!(!store.queue_stats(Some("q"), T0, 1_000).await.unwrap()[0].paused);
 }
 

@@ -1,7 +1,8 @@
 //! The apalis [`Backend`] over the sluice store.
 //!
 //! `poll_next` hands out jobs from a small buffer; when the buffer is empty it reserves a
-//! batch with `lease.lua`, never more than the worker's free slots (so one process does not
+//! batch from the builtin lane of its queues with `lease.lua` (the external lane is left to
+//! external workers), never more than the worker's free slots (so one process does not
 //! hoard a queue that other machines could work on), round-robin over every shard × queue
 //! pair. With nothing to do it waits for a queue notification, the next delayed job's due
 //! time, or the idle poll, whichever comes first. Redis errors are retried here with
@@ -22,6 +23,7 @@ use apalis_core::task::builder::TaskBuilder;
 use apalis_core::task::task_id::TaskId;
 use apalis_core::task::task_id::RandomId;
 use apalis_core::worker::context::WorkerContext;
+use sluice_store::Lane;
 use tower::layer::util::Identity;
 
 use crate::runtime::{LeasedJob, Runtime};
@@ -58,7 +60,7 @@ async fn fetch(rt: Arc<Runtime>) -> Vec<LeasedJob> {
         for (shard, queue) in rt.next_sources() {
             let now = rt.engine.now();
             let deadline = now + rt.lease_ttl_ms();
-            match rt.engine.store().lease(shard, &queue, &rt.worker_id, free, deadline, now, free).await {
+            match rt.engine.store().lease(shard, &queue, Lane::Builtin, &rt.worker_id, free, deadline, now, free).await {
                 Ok(leased) => {
                     if let Some(due) = leased.next_due {
                         next_due = Some(next_due.map_or(due, |d: i64| d.min(due)));

@@ -2,6 +2,9 @@
 //!
 //! A worker leases jobs from its queues (in every shard), runs them, and settles each
 //! attempt through the engine, which advances the job's execution in the same atomic write.
+//! It leases from the builtin lane of each queue only: jobs of other kinds (an `external`
+//! step, a standalone job of a custom kind) wait in the queue's external lane for external
+//! workers, which lease them over the HTTP API.
 //! It is built on the apalis runtime (`Monitor`, `WorkerBuilder`, tower layers) over the
 //! sluice store as its backend ([`backend::StoreBackend`]).
 //!

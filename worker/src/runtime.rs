@@ -11,7 +11,7 @@ use sluice_core::job::{Job, JobError, JobStatus, Outcome, kinds};
 use sluice_core::pipeline::{GateDef, Probe, StepKind};
 use sluice_core::{Execution, Millis, template};
 use sluice_store::engine::{Engine, Settled};
-use sluice_store::{JobStart, Notifier, StoreError};
+use sluice_store::{JobStart, Lane, Notifier, StoreError};
 use tokio_util::sync::CancellationToken;
 
 use crate::WorkerConfig;
@@ -96,11 +96,12 @@ impl Runtime {
         }
     }
 
-    /// Gives a held job back to its queue; a lost lease is fine (someone else has it).
+    /// Gives a held job back to its queue; a lost lease is fine (someone else has it). The
+    /// jobs a worker holds are all of the builtin lane: the only one `Store::lease` reads.
     pub(crate) async fn release(&self, id: &str, queue: &str, token: &str) {
         self.inflight.remove(id);
         for attempt in 0..5u32 {
-            match self.engine.store().release(id, queue, token, self.engine.now()).await {
+            match self.engine.store().release(id, queue, Lane::Builtin, token, self.engine.now()).await {
                 Ok(true) => {
                     tracing::info!(job.id = %id, queue = %queue, "released an unfinished job to its queue");
                     return;

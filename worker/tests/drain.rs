@@ -11,7 +11,7 @@ use sluice_core::job::{NewJob, Outcome, kinds};
 use sluice_core::retry::RetryPolicy;
 use sluice_core::{SystemClock, ids};
 use sluice_store::engine::{Engine, Settled};
-use sluice_store::{JobStart, Store, StoreConfig};
+use sluice_store::{JobStart, Lane, Store, StoreConfig};
 use sluice_testkit::redis::Commands;
 use sluice_testkit::{RedisServer, wait_until};
 use sluice_worker::{Worker, WorkerConfig};
@@ -60,7 +60,7 @@ async fn lease_start_complete(engine: &Engine, n: usize) {
     while done < n {
         let now = engine.now();
         let batch = (n - done).min(64);
-        let leased = engine.store().lease(0, QUEUE, "drain-test", batch, now + 30_000, now, 100).await.expect("lease");
+        let leased = engine.store().lease(0, QUEUE, Lane::Builtin, "drain-test", batch, now + 30_000, now, 100).await.expect("lease");
         assert!(!leased.jobs.is_empty(), "the backlog ran dry after {done} jobs");
         for mut job in leased.jobs {
             let token = job.lease.as_ref().expect("a leased job carries its lease").token.clone();

@@ -64,7 +64,8 @@ pub(crate) struct EnqueueJobRequest {
     #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     queue: Option<String>,
     /// Job kind: a lowercase letter, then up to 63 lowercase letters, digits, `_`, `.` or
-    /// `-`. Built in: `command`, `noop`.
+    /// `-`. sluice's workers run `command` and `noop` jobs; a job of any other kind waits in
+    /// its queue for an external worker (`POST /v1/queues/{q}/lease`).
     #[schema(pattern = "^[a-z][a-z0-9_.-]{0,63}$")]
     kind: String,
     /// Kind-specific input, any JSON value; for kind `command` it is required and is a
@@ -417,16 +418,11 @@ pub async fn cancel(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
-
     use serde_json::json;
 
     use super::*;
-    use crate::openapi::property_names;
-
-    fn fields(problems: &[Problem]) -> Vec<&str> {
-        problems.iter().map(|p| p.field.as_str()).collect()
-    }
+    use crate::fields::problem_fields as fields;
+    use crate::openapi::{name_set, property_names};
 
     #[test]
     fn defaults_of_a_minimal_body() {
@@ -521,11 +517,8 @@ mod tests {
 
     #[test]
     fn the_documented_enqueue_fields_are_the_ones_the_handler_accepts() {
-        let names = |fields: &[&str]| -> BTreeSet<String> {
-            fields.iter().map(|f| f.to_string()).collect()
-        };
-        assert_eq!(property_names::<EnqueueJobRequest>(), names(ENQUEUE_FIELDS));
-        assert_eq!(property_names::<CommandPayload>(), names(COMMAND_FIELDS));
+        assert_eq!(property_names::<EnqueueJobRequest>(), name_set(ENQUEUE_FIELDS));
+        assert_eq!(property_names::<CommandPayload>(), name_set(COMMAND_FIELDS));
     }
 
     #[test]

@@ -53,6 +53,7 @@ pub mod health;
 pub mod jobs;
 pub mod pipelines;
 pub mod queues;
+pub mod workers;
 
 /// The routes that need no token: the probes and the OpenAPI document.
 pub fn open() -> OpenApiRouter<AppState> {
@@ -86,6 +87,9 @@ pub fn v1() -> OpenApiRouter<AppState> {
         .routes(routes!(queues::get))
         .routes(routes!(queues::pause))
         .routes(routes!(queues::resume))
+        .routes(routes!(workers::lease))
+        .routes(routes!(workers::heartbeat))
+        .routes(routes!(workers::result))
 }
 
 /// Every route with its documentation: [`open()`] and [`v1()`], the latter marked as

@@ -44,7 +44,7 @@ pub struct ListQuery {
 }
 
 /// Checks a queue name given in the request as `field`; a bad one is 400 naming the field.
-fn checked<'a>(name: &'a str, field: &str) -> Result<&'a str, ApiError> {
+pub(crate) fn checked<'a>(name: &'a str, field: &str) -> Result<&'a str, ApiError> {
     if is_queue_name(name) {
         Ok(name)
     } else {

@@ -13,7 +13,7 @@ use serde_json::Value;
 use sluice_api::{AppState, router};
 use sluice_core::ids;
 use sluice_store::engine::Engine;
-use sluice_store::{JobStart, Store, StoreConfig};
+use sluice_store::{JobStart, Lane, Store, StoreConfig};
 use sluice_testkit::RedisServer;
 use tower::ServiceExt;
 
@@ -120,6 +120,17 @@ impl Api {
         self.send(request.unwrap()).await
     }
 
+    /// `POST /v1/jobs/{id}/result` with `body`, and the `Idempotency-Key` header when `key`
+    /// is given.
+    pub async fn post_result(&self, id: &str, key: Option<&str>, body: Value) -> Reply {
+        let mut builder = Request::post(format!("/v1/jobs/{id}/result"))
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(key) = key {
+            builder = builder.header("Idempotency-Key", key);
+        }
+        self.send(builder.body(Body::from(body.to_string())).unwrap()).await
+    }
+
     /// Leases and starts job `id` of queue `default` as worker `w`.
     pub async fn run_job(&self, id: &str) {
         let store = self.engine.store();
@@ -127,7 +138,7 @@ impl Api {
         let deadline = now + 60_000;
         let shard = ids::shard_of(id, ids::JOB).unwrap();
         let leased = store
-            .lease(shard, "default", "w", 1, deadline, now, 10)
+            .lease(shard, "default", Lane::Builtin, "w", 1, deadline, now, 10)
             .await
             .unwrap();
         assert_eq!(leased.jobs.len(), 1);
