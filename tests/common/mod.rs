@@ -129,8 +129,10 @@ pub fn stderr(output: &Output) -> String {
 /// Waits until the API at `url` answers its liveness probe.
 pub async fn wait_for_api(url: &str) {
     let healthz = format!("{url}/healthz");
+    let roots = sluice_worker::tls::Roots::load(None).expect("trusted roots");
+    let client = roots.client_builder().expect("a client builder").build().expect("an HTTP client");
     wait_until(Duration::from_secs(15), "the api to answer", || async {
-        reqwest::get(&healthz).await.ok().filter(|r| r.status().is_success()).map(|_| ())
+        client.get(&healthz).send().await.ok().filter(|r| r.status().is_success()).map(|_| ())
     })
     .await;
 }
