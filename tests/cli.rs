@@ -1,15 +1,18 @@
 //! The CLI of the real binary against `sluice up` (API, scheduler and a worker on queues
 //! `default` and `cli`) over a private Redis: standalone jobs and queue figures, `--json`
 //! output that parses, a refused operation that exits 1 naming its problem code, and shell
-//! completion scripts.
+//! completion scripts. Also the CLI against a stand-in API served over https.
 
 mod common;
 
 use std::process::Output;
 
+use axum::Json;
+use axum::extract::Path;
+use axum::http::HeaderMap;
 use common::{Setup, cli, sluice, stderr, stdout, wait_for_api};
-use serde_json::Value;
-use sluice_testkit::free_port;
+use serde_json::{Value, json};
+use sluice_testkit::{TlsServer, free_port};
 use sluice_testkit::process::Child;
 
 /// A running `sluice up` and the URL of its API. The processes live as long as this.
@@ -124,6 +127,38 @@ async fn execution_json_output_parses_and_resuming_a_completed_execution_is_refu
     assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
     assert!(stderr(&refused).contains("EXECUTION_NOT_PAUSED (409)"), "{}", stderr(&refused));
     assert!(stdout(&refused).is_empty(), "a refusal prints nothing on stdout: {}", stdout(&refused));
+}
+
+/// `--api https://…` works: the CLI verifies the API's certificate, trusts it once
+/// `SSL_CERT_FILE` names it, and says why when it does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_reaches_an_https_api_whose_certificate_it_trusts() {
+    let api = axum::Router::new().route(
+        "/v1/jobs/{id}",
+        axum::routing::get(|Path(id): Path<String>, headers: HeaderMap| async move {
+            let token = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+            Json(json!({"id": id, "status": "completed", "authorization": token}))
+        }),
+    );
+    let server = TlsServer::start(api).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = dir.path().join("api-cert.pem");
+    std::fs::write(&ca, server.cert_pem()).expect("write the certificate");
+    let url = server.url("");
+    let args = ["job", "get", "job_1", "--api", url.as_str(), "--token", "cli-secret", "--json"];
+
+    let out = sluice(&args, &[("SSL_CERT_FILE", ca.to_str().expect("a UTF-8 path"))]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let job: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(job, json!({"id": "job_1", "status": "completed", "authorization": "Bearer cli-secret"}));
+
+    let refused = sluice(&args, &[("SSL_CERT_FILE", "/dev/null")]);
+    assert_eq!(refused.status.code(), Some(3), "{}", stderr(&refused));
+    let why = format!(
+        "error: cannot reach the sluice API: {url}: the API's TLS certificate was refused (invalid peer certificate: UnknownIssuer)"
+    );
+    assert!(stderr(&refused).starts_with(&why), "{}", stderr(&refused));
+    assert!(stdout(&refused).is_empty(), "{}", stdout(&refused));
 }
 
 #[test]

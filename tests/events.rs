@@ -72,7 +72,7 @@ async fn up(setup: &Setup, url: &str) -> Child {
     let child = setup.spawn("up", "up");
     let healthz = format!("{url}/healthz");
     wait_until(Duration::from_secs(20), "the api to answer", || async {
-        reqwest::get(&healthz)
+        common::http_client().get(&healthz).send()
             .await
             .ok()
             .filter(|r| r.status().is_success())

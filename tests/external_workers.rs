@@ -54,7 +54,7 @@ impl Cluster {
         let url = format!("http://127.0.0.1:{port}");
         let healthz = format!("{url}/healthz");
         wait_until(Duration::from_secs(15), "the api to answer", || async {
-            reqwest::get(&healthz).await.ok().filter(|r| r.status().is_success()).map(|_| ())
+            common::http_client().get(&healthz).send().await.ok().filter(|r| r.status().is_success()).map(|_| ())
         })
         .await;
         Cluster { setup, url, _api: api, _scheduler: scheduler }
@@ -63,7 +63,7 @@ impl Cluster {
     /// Enqueues a job over the API; returns its id.
     async fn enqueue(&self, queue: &str, kind: &str, payload: Value, max_attempts: u32) -> String {
         let body = json!({"queue": queue, "kind": kind, "payload": payload, "max_attempts": max_attempts});
-        let reply = reqwest::Client::new()
+        let reply = common::http_client()
             .post(format!("{}/v1/jobs", self.url))
             .bearer_auth(USER_SECRET)
             .json(&body)

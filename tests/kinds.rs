@@ -95,7 +95,7 @@ impl Api {
         let up = setup.spawn("up", "up");
         let url = format!("http://127.0.0.1:{port}");
         wait_for_api(&url).await;
-        Api { setup, url, http: reqwest::Client::new(), _up: up }
+        Api { setup, url, http: common::http_client(), _up: up }
     }
 
     async fn call(&self, who: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {

@@ -124,6 +124,7 @@ impl Served {
 
     /// Subscribes with `query`, sending `last_event_id` as the header when given.
     async fn subscribe(&self, query: &str, last_event_id: Option<&str>) -> Subscriber {
+        sluice_worker::tls::install_crypto_provider();
         let mut request = reqwest::Client::new().get(format!("{}/v1/events{query}", self.base));
         if let Some(id) = last_event_id {
             request = request.header("Last-Event-ID", id);

@@ -403,7 +403,6 @@ async fn every_documented_operation_is_routed_and_nothing_else_is() {
         "/v1/",
         "/v1/openapi.yaml",
         "/metrics",
-        "/v1/queues/probe/lease",
         "/v1/workers",
         "/v1/schedules",
         "/v1/pipelines/probe/versions",

@@ -6,6 +6,8 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use sluice_worker::http::error_chain;
+use sluice_worker::tls::{self, Roots};
 
 /// A refused operation or an unreachable API, mapped to an exit code.
 #[derive(Debug)]
@@ -84,19 +86,35 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client of the API at `base` (`http://127.0.0.1:7070`).
-    pub fn new(base: &str, token: Option<String>) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(60))
-            .build()
-            .unwrap_or_default();
-        let streaming = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .read_timeout(STREAM_IDLE)
-            .build()
-            .unwrap_or_default();
-        Self { base: base.trim_end_matches('/').to_string(), token, http, streaming }
+    /// A client of the API at `base` (`http://127.0.0.1:7070`, or an `https://` URL whose
+    /// certificate the system's trust store vouches for; see [`sluice_worker::tls`]).
+    ///
+    /// # Errors
+    /// The HTTP client cannot be built.
+    pub fn new(base: &str, token: Option<String>) -> Result<Self, ClientError> {
+        let build = |timeouts: &dyn Fn(reqwest::ClientBuilder) -> reqwest::ClientBuilder| {
+            Roots::load(None)
+                .and_then(|roots| roots.client_builder())
+                .and_then(|builder| timeouts(builder.connect_timeout(Duration::from_secs(5))).build().map_err(|e| error_chain(&e)))
+                .map_err(|e| ClientError::Input(format!("cannot build the HTTP client: {e}")))
+        };
+        let http = build(&|b| b.timeout(Duration::from_secs(60)))?;
+        let streaming = build(&|b| b.read_timeout(STREAM_IDLE))?;
+        Ok(Self { base: base.trim_end_matches('/').to_string(), token, http, streaming })
+    }
+
+    /// The API could not be reached: why, naming the API.
+    fn unreachable(&self, e: reqwest::Error) -> ClientError {
+        let e = e.without_url();
+        let why = match tls::refused_certificate(&e) {
+            Some(refused) if tls::unknown_issuer(refused) => format!(
+                "the API's TLS certificate was refused ({refused}); if a private certificate \
+                 authority signed it, point SSL_CERT_FILE at a PEM file of that authority"
+            ),
+            Some(refused) => format!("the API's TLS certificate was refused ({refused})"),
+            None => error_chain(&e),
+        };
+        ClientError::Unreachable(format!("{}: {why}", self.base))
     }
 
     /// Opens the event stream at `path`, sending `last_event_id` as the `Last-Event-ID`
@@ -109,7 +127,7 @@ impl Client {
         if let Some(id) = last_event_id {
             req = req.header("Last-Event-ID", id);
         }
-        let resp = req.send().await.map_err(|e| ClientError::Unreachable(format!("{}: {e}", self.base)))?;
+        let resp = req.send().await.map_err(|e| self.unreachable(e))?;
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);
@@ -137,9 +155,9 @@ impl Client {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req.send().await.map_err(|e| ClientError::Unreachable(format!("{}: {e}", self.base)))?;
+        let resp = req.send().await.map_err(|e| self.unreachable(e))?;
         let status = resp.status();
-        let text = resp.text().await.map_err(|e| ClientError::Unreachable(e.to_string()))?;
+        let text = resp.text().await.map_err(|e| self.unreachable(e))?;
         let value: Value = serde_json::from_str(&text).unwrap_or(json!({ "detail": text }));
         if status.is_success() {
             Ok((status.as_u16(), value))

@@ -108,6 +108,12 @@ pub struct WorkerSection {
     /// Between SIGTERM and SIGKILL when a command is stopped. Default `10s`.
     #[serde(deserialize_with = "duration")]
     pub kill_grace: Duration,
+    /// A PEM file of certificate authorities trusted, besides the system's, when `http`
+    /// steps, HTTP gate probes and `http` jobs call `https://` URLs: for endpoints whose
+    /// certificates a private authority signed. Default: none. Env `SLUICE_WORKER__CA_FILE`.
+    /// A relative path is relative to the config file's directory. The worker refuses to
+    /// start when the file cannot be read or holds no certificate.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for WorkerSection {
@@ -120,6 +126,7 @@ impl Default for WorkerSection {
             lease_ttl: d.lease_ttl,
             idle_poll: d.idle_poll,
             kill_grace: d.kill_grace,
+            ca_file: d.ca_file,
         }
     }
 }
@@ -369,10 +376,15 @@ pub fn load(path: Option<&Path>, overrides: &Overrides) -> anyhow::Result<(Confi
     for (key, value) in &overrides.0 {
         builder = builder.set_override(*key, value.clone())?;
     }
-    let config: Config = builder
+    let mut config: Config = builder
         .build()
         .and_then(config::Config::try_deserialize)
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    if let Some(file) = &mut config.worker.ca_file
+        && file.is_relative()
+    {
+        *file = base.join(&*file);
+    }
     check(&config)?;
     Ok((config, base))
 }
@@ -439,6 +451,7 @@ pub fn worker_config(c: &Config) -> sluice_worker::WorkerConfig {
         shutdown_timeout: c.worker.shutdown_timeout,
         idle_poll: c.worker.idle_poll,
         kill_grace: c.worker.kill_grace,
+        ca_file: c.worker.ca_file.clone(),
         ..sluice_worker::WorkerConfig::default()
     }
 }
@@ -638,6 +651,23 @@ mod tests {
         let shown = format!("{config:?}");
         assert!(!shown.contains("ops-inline-secret"), "{shown}");
         assert!(shown.contains("ops") && shown.contains("<redacted>"), "{shown}");
+    }
+
+    #[test]
+    fn a_relative_ca_file_is_relative_to_the_config_file_and_reaches_the_worker() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sluice.toml");
+        let body = "[auth]\ndisabled = true\n\n[worker]\nca_file = ";
+        std::fs::write(&file, format!("{body}\"certs/ca.pem\"\n")).unwrap();
+        let (config, _) = load(Some(&file), &Overrides::default()).unwrap();
+        let want = dir.path().join("certs/ca.pem");
+        assert_eq!(config.worker.ca_file.as_deref(), Some(want.as_path()));
+        assert_eq!(worker_config(&config).ca_file, Some(want));
+
+        std::fs::write(&file, format!("{body}\"/etc/sluice/ca.pem\"\n")).unwrap();
+        let (config, _) = load(Some(&file), &Overrides::default()).unwrap();
+        assert_eq!(worker_config(&config).ca_file, Some(PathBuf::from("/etc/sluice/ca.pem")));
+        assert_eq!(worker_config(&parse("").unwrap()).ca_file, None);
     }
 
     #[test]

@@ -39,7 +39,8 @@ struct ServeArgs {
 
 #[derive(Debug, Args)]
 struct ClientArgs {
-    /// Base URL of the sluice API.
+    /// Base URL of the sluice API: http:// or https:// (whose certificate is verified
+    /// against the system's trust store, or the PEM file named by SSL_CERT_FILE).
     #[arg(long, global = true, env = "SLUICE_API_URL", default_value = "http://127.0.0.1:7070")]
     api: String,
     /// Bearer token.
@@ -420,7 +421,13 @@ fn validate(serve: &ServeArgs, files: &[PathBuf]) -> i32 {
 }
 
 fn run_client(args: &ClientArgs, f: impl AsyncFnOnce(&client::Client) -> Result<i32, client::ClientError>) -> i32 {
-    let c = client::Client::new(&args.api, args.token.clone());
+    let c = match client::Client::new(&args.api, args.token.clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            e.report();
+            return e.exit_code();
+        }
+    };
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -28,6 +28,7 @@
 //! - [`free_port`] for services the test starts itself;
 //! - [`process`]: spawn a child with extra environment and signal it ([`process::signal`],
 //!   [`process::Child`]), for testing shutdown paths;
+//! - [`TlsServer`]: an axum router served over HTTPS under a self-signed certificate;
 //! - [`wait_until`] / [`wait_until_sync`]: poll a condition until it holds or a deadline
 //!   passes. A last resort for effects that have no event to await; never a fixed sleep.
 //!
@@ -35,9 +36,11 @@
 
 pub mod process;
 mod redis_server;
+mod tls;
 mod wait;
 
 pub use redis_server::{RedisServer, free_port};
+pub use tls::TlsServer;
 /// The Redis client the kit uses, so tests can read raw keys with the same version.
 pub use redis;
 pub use wait::{wait_until, wait_until_sync};

@@ -126,11 +126,19 @@ pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// An HTTP client for the tests, with the TLS setup the binary uses (a bare
+/// `reqwest::Client::new()` has no crypto provider to build with).
+pub fn http_client() -> reqwest::Client {
+    let roots = sluice_worker::tls::Roots::load(None).expect("trusted roots");
+    roots.client_builder().expect("a client builder").build().expect("an HTTP client")
+}
+
 /// Waits until the API at `url` answers its liveness probe.
 pub async fn wait_for_api(url: &str) {
     let healthz = format!("{url}/healthz");
+    let client = http_client();
     wait_until(Duration::from_secs(15), "the api to answer", || async {
-        reqwest::get(&healthz).await.ok().filter(|r| r.status().is_success()).map(|_| ())
+        client.get(&healthz).send().await.ok().filter(|r| r.status().is_success()).map(|_| ())
     })
     .await;
 }

@@ -16,9 +16,10 @@
 //! remote presents when it posts a deferred result), and its JSON body gets a
 //! `"job": {"id", "attempt", "token"}` member next to the step context.
 //!
-//! Only `http://` URLs are served: the workspace builds reqwest without a TLS stack, so an
-//! `https://` URL fails for good with a message saying so (put a TLS-terminating proxy in
-//! front of the remote, or build with a TLS feature of reqwest).
+//! `http://` and `https://` URLs are served. Server certificates are always verified,
+//! against the roots of [`crate::tls`] (the system's store, plus `worker.ca_file`); a
+//! certificate that does not verify is a retryable failure whose message says so (it may be
+//! renewed), as is any other failed connection.
 //!
 //! Bounds: an attempt lasts at most its timeout ([`DEFAULT_TIMEOUT`] when the job has none);
 //! at most [`MAX_BODY_BYTES`] of an answer are read; messages quote at most
@@ -26,6 +27,7 @@
 //! credentials (placeholders may put secrets there).
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, LOCATION};
@@ -35,6 +37,8 @@ use sluice_core::Millis;
 use sluice_core::job::{Job, JobError, Outcome};
 use sluice_core::pipeline::DEFAULT_RESULT_TIMEOUT_MS;
 use tokio_util::sync::CancellationToken;
+
+use crate::tls::{self, Roots, RootsOrigin};
 
 /// Kind of a standalone job that POSTs its payload's `body` (see [`standalone_spec`]).
 pub const KIND: &str = "http";
@@ -52,12 +56,28 @@ pub struct HttpClient {
 }
 
 impl HttpClient {
-    /// A client that follows no redirects and names itself `sluice/<version>`.
+    /// A client that follows no redirects, names itself `sluice/<version>` and trusts the
+    /// system's certificate authorities plus those of `ca_file` (see [`crate::tls`]).
     ///
     /// # Errors
-    /// The reason the client cannot be built.
-    pub fn new() -> Result<Self, String> {
-        reqwest::Client::builder()
+    /// The reason the client cannot be built (such as an unreadable `ca_file`).
+    pub fn new(ca_file: Option<&Path>) -> Result<Self, String> {
+        let roots = Roots::load(ca_file)?;
+        match roots.origin() {
+            RootsOrigin::System => tracing::debug!(
+                certificates = roots.len(),
+                from_ca_file = roots.extra(),
+                "trusted certificate authorities loaded"
+            ),
+            RootsOrigin::Bundled { problems } => tracing::warn!(
+                problems = %problems,
+                "the system's trust store has no certificate; https endpoints are verified \
+                 against the Mozilla roots bundled with sluice (install a CA bundle, or set \
+                 SSL_CERT_FILE, to use the system's)"
+            ),
+        }
+        roots
+            .client_builder()?
             .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -410,14 +430,9 @@ fn parse_url(text: &str) -> Result<Url, Failure> {
     let url = Url::parse(text)
         .map_err(|e| Failure::Refused(format!("`{}` is not a valid URL: {e}", shown_url(text))))?;
     match url.scheme() {
-        "http" => Ok(url),
-        "https" => Err(Failure::Refused(
-            "https URLs are not supported: this build of sluice has no TLS support; \
-             use an http:// URL (for instance through a TLS-terminating proxy)"
-                .into(),
-        )),
+        "http" | "https" => Ok(url),
         other => Err(Failure::Refused(format!(
-            "URL scheme `{other}` is not supported; use http://"
+            "URL scheme `{other}` is not supported; use http:// or https://"
         ))),
     }
 }
@@ -445,11 +460,25 @@ pub(crate) fn cap_chars(text: &str, max: usize) -> String {
 }
 
 fn network(e: reqwest::Error) -> Failure {
-    Failure::Network(error_chain(&e.without_url()))
+    let e = e.without_url();
+    Failure::Network(certificate_problem(&e).unwrap_or_else(|| error_chain(&e)))
+}
+
+/// What is wrong with the server's certificate, when that is why the connection failed.
+fn certificate_problem(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let refused = tls::refused_certificate(e)?;
+    let hint = if tls::unknown_issuer(refused) {
+        "; if a private certificate authority signed it, add that authority to worker.ca_file"
+    } else {
+        ""
+    };
+    Some(format!(
+        "the server's TLS certificate was refused ({refused}){hint}"
+    ))
 }
 
 /// The error and its sources, `: `-separated, skipping a source already quoted.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -506,16 +535,16 @@ mod tests {
     }
 
     #[test]
-    fn only_http_urls_are_accepted() {
+    fn only_http_and_https_urls_are_accepted() {
         assert!(parse_url("http://127.0.0.1:1/x").is_ok());
-        let Err(Failure::Refused(why)) = parse_url("https://example.com/") else {
-            panic!()
-        };
-        assert!(why.contains("no TLS support"), "{why}");
+        assert!(parse_url("https://example.com/").is_ok());
         let Err(Failure::Refused(why)) = parse_url("ftp://example.com/") else {
             panic!()
         };
-        assert!(why.contains("`ftp`"), "{why}");
+        assert!(
+            why.contains("`ftp`") && why.ends_with("use http:// or https://"),
+            "{why}"
+        );
         let Err(Failure::Refused(why)) = parse_url("/relative") else {
             panic!()
         };
@@ -531,6 +560,27 @@ mod tests {
         );
         let body = step_body(json!(5), "job_1", 1, "tok");
         assert_eq!(body["context"], json!(5));
+    }
+
+    #[test]
+    fn a_refused_certificate_is_named_wherever_it_is_wrapped() {
+        use std::io::{Error, ErrorKind};
+        let wrapped = |why: rustls::CertificateError| {
+            let tls = rustls::Error::InvalidCertificate(why);
+            Error::other(Error::new(ErrorKind::InvalidData, tls))
+        };
+        assert_eq!(
+            certificate_problem(&wrapped(rustls::CertificateError::Expired)).as_deref(),
+            Some("the server's TLS certificate was refused (invalid peer certificate: Expired)")
+        );
+        let unknown = certificate_problem(&wrapped(rustls::CertificateError::UnknownIssuer));
+        assert!(
+            unknown
+                .unwrap()
+                .ends_with("add that authority to worker.ca_file")
+        );
+        let reset = Error::new(ErrorKind::ConnectionReset, "reset by peer");
+        assert_eq!(certificate_problem(&reset), None);
     }
 
     #[test]

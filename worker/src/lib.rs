@@ -20,7 +20,9 @@ mod inflight;
 mod runtime;
 mod service;
 pub mod tail;
+pub mod tls;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub use runtime::LeasedJob;
@@ -45,6 +47,9 @@ pub struct WorkerConfig {
     pub job_time_ceiling: Duration,
     /// Unique id of this worker process (host, pid and a random part).
     pub worker_id: String,
+    /// A PEM file of certificate authorities that `https://` endpoints of the HTTP executors
+    /// may be signed by, trusted besides the system's (see [`tls`]).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for WorkerConfig {
@@ -58,6 +63,7 @@ impl Default for WorkerConfig {
             kill_grace: Duration::from_secs(10),
             job_time_ceiling: Duration::from_secs(24 * 3600),
             worker_id: default_worker_id(),
+            ca_file: None,
         }
     }
 }

@@ -47,7 +47,7 @@ pub(crate) struct Runtime {
 
 impl Runtime {
     pub(crate) fn new(engine: Engine, config: WorkerConfig) -> Result<Self, String> {
-        let http = HttpClient::new()?;
+        let http = HttpClient::new(config.ca_file.as_deref())?;
         let inflight = Inflight::default();
         let stopper = inflight.clone();
         let notifier = Notifier::spawn(engine.store(), &config.queues, move |job| stopper.stop(job));

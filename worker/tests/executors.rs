@@ -2,7 +2,6 @@
 //! HTTP server (axum on a loopback port).
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,7 +14,7 @@ use sluice_core::job::{JobError, Outcome};
 use sluice_core::{ExecutionStatus, Millis, Pipeline, StepStatus, SystemClock};
 use sluice_store::engine::Engine;
 use sluice_store::{StartOutcome, Store, StoreConfig};
-use sluice_testkit::{RedisServer, wait_until};
+use sluice_testkit::{RedisServer, TlsServer, wait_until};
 use sluice_worker::command::CommandSpec;
 use sluice_worker::gate::{self, HttpProbe};
 use sluice_worker::http::{self, HttpClient, PostSpec};
@@ -41,24 +40,27 @@ impl Seen {
     }
 }
 
-/// A local server answering by path, recording every request.
+/// A local server answering by path, recording every request; over plain HTTP, or over
+/// HTTPS under a self-signed certificate.
 struct TestServer {
-    addr: SocketAddr,
+    base: String,
     seen: Arc<Mutex<Vec<Seen>>>,
-    task: tokio::task::JoinHandle<()>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    tls: Option<TlsServer>,
 }
 
 impl Drop for TestServer {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }
 
 impl TestServer {
-    async fn start() -> TestServer {
-        let seen = Arc::new(Mutex::new(Vec::new()));
+    fn app(seen: &Arc<Mutex<Vec<Seen>>>) -> axum::Router {
         let record = seen.clone();
-        let app = axum::Router::new().fallback(
+        axum::Router::new().fallback(
             move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
                 let record = record.clone();
                 async move {
@@ -72,21 +74,53 @@ impl TestServer {
                     answer(&path, &body).await
                 }
             },
-        );
+        )
+    }
+
+    async fn start() -> TestServer {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let app = Self::app(&seen);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
-        TestServer { addr, seen, task }
+        TestServer {
+            base: format!("http://{addr}"),
+            seen,
+            task: Some(task),
+            tls: None,
+        }
+    }
+
+    async fn start_tls() -> TestServer {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let tls = TlsServer::start(Self::app(&seen)).await;
+        TestServer {
+            base: tls.url(""),
+            seen,
+            task: None,
+            tls: Some(tls),
+        }
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}{path}", self.base)
     }
 
     fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
+    }
+
+    fn tls(&self) -> &TlsServer {
+        self.tls.as_ref().expect("an https server")
+    }
+
+    /// A file holding the certificate of this https server, for `ca_file`.
+    fn ca_file(&self) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), self.tls().cert_pem()).unwrap();
+        file
     }
 }
 
@@ -170,10 +204,11 @@ fn post_spec(url: String) -> PostSpec {
 }
 
 async fn post(spec: &PostSpec) -> Outcome {
-    HttpClient::new()
-        .unwrap()
-        .post(spec, &CancellationToken::new(), &|| NOW)
-        .await
+    post_with(&HttpClient::new(None).unwrap(), spec).await
+}
+
+async fn post_with(client: &HttpClient, spec: &PostSpec) -> Outcome {
+    client.post(spec, &CancellationToken::new(), &|| NOW).await
 }
 
 fn failure(outcome: Outcome) -> JobError {
@@ -323,12 +358,13 @@ async fn redirects_are_not_followed_and_fail_for_good() {
 
 #[tokio::test]
 async fn unusable_urls_and_headers_fail_for_good_without_sending() {
-    let https = failure(post(&post_spec("https://deployer.test/deploy".into())).await);
-    assert!(!https.retryable);
+    let ftp = failure(post(&post_spec("ftp://deployer.test/deploy".into())).await);
+    assert!(!ftp.retryable);
     assert!(
-        https.message.contains("no TLS support"),
+        ftp.message
+            .ends_with("URL scheme `ftp` is not supported; use http:// or https://"),
         "{}",
-        https.message
+        ftp.message
     );
     let server = TestServer::start().await;
     let mut spec = post_spec(server.url("/json"));
@@ -346,11 +382,69 @@ async fn unusable_urls_and_headers_fail_for_good_without_sending() {
 }
 
 #[tokio::test]
+async fn an_https_endpoint_with_an_untrusted_certificate_is_a_retryable_failure() {
+    let server = TestServer::start_tls().await;
+    let url = server.url("/json");
+    let error = failure(post(&post_spec(url.clone())).await);
+    assert!(error.retryable, "{error:?}");
+    assert!(
+        error.message.starts_with(&format!("POST {url}: ")),
+        "{}",
+        error.message
+    );
+    assert!(
+        error.message.ends_with(
+            "the server's TLS certificate was refused (invalid peer certificate: \
+             UnknownIssuer); if a private certificate authority signed it, add that \
+             authority to worker.ca_file"
+        ),
+        "{}",
+        error.message
+    );
+    assert!(server.seen().is_empty());
+    wait_until(
+        Duration::from_secs(5),
+        "the server to see the refused handshake",
+        || async { (server.tls().failed_handshakes() > 0).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_https_endpoint_whose_certificate_is_in_the_ca_file_is_served() {
+    let server = TestServer::start_tls().await;
+    let ca_file = server.ca_file();
+    let client = HttpClient::new(Some(ca_file.path())).unwrap();
+    assert_eq!(
+        post_with(&client, &post_spec(server.url("/json"))).await,
+        Outcome::Completed(json!({"deployed": "v2", "input_x": 7}))
+    );
+    assert_eq!(
+        run_http_probe_with(&client, &http_probe(server.url("/probe/pass"))).await,
+        verdict("pass", json!("all 12 checks green"))
+    );
+    let seen = server.seen();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].header("sluice-lease-token"), Some("lease-tok"));
+    assert_eq!(seen[1].header("authorization"), Some("Bearer ci"));
+    assert_eq!(server.tls().failed_handshakes(), 0);
+
+    // The file adds to what is trusted; other certificates are still verified.
+    let other = TestServer::start_tls().await;
+    let error = failure(post_with(&client, &post_spec(other.url("/json"))).await);
+    assert!(
+        error.retryable && error.message.contains("certificate"),
+        "{error:?}"
+    );
+    assert!(other.seen().is_empty());
+}
+
+#[tokio::test]
 async fn cancellation_aborts_the_request() {
     let server = TestServer::start().await;
     let spec = post_spec(server.url("/slow"));
     let cancel = CancellationToken::new();
-    let client = HttpClient::new().unwrap();
+    let client = HttpClient::new(None).unwrap();
     let started = Instant::now();
     let (outcome, ()) = tokio::join!(client.post(&spec, &cancel, &|| NOW), async {
         wait_until(Duration::from_secs(10), "the request to arrive", || async {
@@ -498,12 +592,11 @@ fn http_probe(url: String) -> HttpProbe {
 }
 
 async fn run_http_probe(probe: &HttpProbe) -> Outcome {
-    gate::run_http_probe(
-        &HttpClient::new().unwrap(),
-        probe,
-        &CancellationToken::new(),
-    )
-    .await
+    run_http_probe_with(&HttpClient::new(None).unwrap(), probe).await
+}
+
+async fn run_http_probe_with(client: &HttpClient, probe: &HttpProbe) -> Outcome {
+    gate::run_http_probe(client, probe, &CancellationToken::new()).await
 }
 
 #[tokio::test]
@@ -568,18 +661,37 @@ async fn an_http_probe_without_a_readable_verdict_is_a_retryable_error() {
 
 /// A worker runs a pipeline whose `http` step gets its URL and a header from the previous
 /// step's output, and records the answer as the step's output.
-///
-/// The pipeline is built from its canonical JSON form: the file validator does not accept
-/// `kind = "http"` yet.
 #[tokio::test]
 async fn a_worker_runs_an_http_step_between_two_other_steps() {
     let server = TestServer::start().await;
+    run_deploy_pipeline(&server, WorkerConfig::default()).await;
+}
+
+/// The same over https, the server's certificate trusted through the worker's `ca_file`.
+#[tokio::test]
+async fn a_worker_runs_an_https_step_trusting_its_ca_file() {
+    let server = TestServer::start_tls().await;
+    let ca_file = server.ca_file();
+    let config = WorkerConfig {
+        ca_file: Some(ca_file.path().to_path_buf()),
+        ..WorkerConfig::default()
+    };
+    run_deploy_pipeline(&server, config).await;
+}
+
+/// Runs `build` (a command printing a sha), `deploy` (an `http` step to `server`, its URL
+/// and a header rendered from that sha) and `done` with a worker of `config`, and checks
+/// what `server` received and what the execution recorded.
+///
+/// The pipeline is built from its canonical JSON form: the file validator does not accept
+/// `kind = "http"` yet.
+async fn run_deploy_pipeline(server: &TestServer, config: WorkerConfig) {
     let redis = RedisServer::start();
-    let config = StoreConfig {
+    let store = StoreConfig {
         url: redis.url(),
         ..StoreConfig::default()
     };
-    let engine = Engine::new(Store::connect(config).await.unwrap(), Arc::new(SystemClock));
+    let engine = Engine::new(Store::connect(store).await.unwrap(), Arc::new(SystemClock));
     let retry = sluice_core::RetryPolicy {
         max_attempts: 1,
         ..Default::default()
@@ -617,7 +729,7 @@ async fn a_worker_runs_an_http_step_between_two_other_steps() {
         panic!("not started")
     };
 
-    let worker = Worker::new(engine.clone(), WorkerConfig::default()).unwrap();
+    let worker = Worker::new(engine.clone(), config).unwrap();
     let stop = CancellationToken::new();
     let handle = tokio::spawn(worker.run(stop.clone().cancelled_owned()));
 
