@@ -3,9 +3,9 @@
 //! result, applied exactly once; the two lanes of a queue (sluice's workers never get a job
 //! of a custom kind, the API never hands out a `command` job); the `worker` role.
 //!
-//! The pipeline validator of this release does not accept `kind = "external"` steps yet, so
-//! step jobs of kind `external` are made here by starting an execution of a pipeline built
-//! in code (through the store), then driven over HTTP like any other.
+//! Step jobs of kind `external` are made here by starting an execution of a pipeline built
+//! in code (through the store), then driven over HTTP like any other; `steps.rs` applies
+//! such a pipeline over the API.
 
 mod common;
 
