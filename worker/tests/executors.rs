@@ -683,8 +683,7 @@ async fn a_worker_runs_an_https_step_trusting_its_ca_file() {
 /// and a header rendered from that sha) and `done` with a worker of `config`, and checks
 /// what `server` received and what the execution recorded.
 ///
-/// The pipeline is built from its canonical JSON form: the file validator does not accept
-/// `kind = "http"` yet.
+/// The pipeline is read from its canonical JSON form (the form the store keeps).
 async fn run_deploy_pipeline(server: &TestServer, config: WorkerConfig) {
     let redis = RedisServer::start();
     let store = StoreConfig {
