@@ -131,7 +131,7 @@ async fn queue_figures_follow_jobs_through_their_states() {
     assert_eq!(unseen.status, StatusCode::OK, "{unseen:?}");
     assert_eq!(
         unseen.body,
-        json!({"queue": "never-used", "ready": 0, "delayed": 0, "reserved": 0, "running": 0,
+        json!({"queue": "never-used", "ready": 0, "external_ready": 0, "delayed": 0, "reserved": 0, "running": 0,
                "completed": 0, "failed": 0, "retried": 0, "cancelled": 0,
                "oldest_ready_age_ms": null, "paused": false, "workers": []})
     );
