@@ -192,3 +192,30 @@ async fn an_external_step_is_leased_with_its_context_and_completed_over_the_api(
     assert_eq!(done["status"], "completed");
     assert_eq!(done["steps"][1]["output"], json!({"label": "abc-short"}));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_an_execution_ends_the_job_whose_result_it_awaits() {
+    let api = api().await;
+    let (url, service) = service().await;
+    let _worker = worker(&api);
+    let id = run(&api, json!({"id": "deferred-cancel", "steps": [http_step(format!("{url}/async"))]})).await;
+    let (job, token) = wait_until(Duration::from_secs(20), "the service to be called", || async {
+        service.lock().unwrap().deferred.clone()
+    })
+    .await;
+    wait_until(Duration::from_secs(20), "the step to wait for its result", || async {
+        let e = api.call(Method::GET, &format!("/v1/executions/{id}"), None).await.body;
+        (e["steps"][0]["status"] == "waiting").then_some(())
+    })
+    .await;
+    let cancelled = api.call(Method::POST, &format!("/v1/executions/{id}/cancel"), Some(json!({}))).await;
+    assert_eq!(cancelled.body["status"], "cancelled", "{cancelled:?}");
+    // No process held the job: it ends with the execution instead of waiting for its deadline.
+    let ended = api.call(Method::GET, &format!("/v1/jobs/{job}"), None).await;
+    assert_eq!(ended.body["status"], "failed", "{ended:?}");
+    assert!(ended.body["last_error"]["message"].as_str().unwrap().contains("while the result was awaited"));
+    let late = api
+        .post_result(&job, Some("late-1"), json!({"token": token, "outcome": "completed", "output": {}}))
+        .await;
+    assert_eq!((late.status, late.body["code"].as_str()), (StatusCode::CONFLICT, Some("LEASE_LOST")), "{late:?}");
+}

@@ -210,12 +210,26 @@ end
 local function stop_jobs(stop, now, log)
   for _, j in ipairs(stop.jobs) do
     local key = KEYS[j.key]
-    local f = redis.call('HMGET', key, 'status', 'queue', 'kind', 'execution_id', 'step')
+    local f = redis.call('HMGET', key, 'status', 'queue', 'kind', 'execution_id', 'step',
+      'lease_worker')
     local data = {job_id = j.id, queue = f[2], kind = f[3], execution_id = f[4],
       step = tonumber(f[5] or ''), reason = stop.reason}
     if f[1] == 'pending' then
       cancel_pending(key, j.id, KEYS[j.ready], KEYS[j.delayed], KEYS[stop.leased], ARGV[1])
       emit('job.cancelled', cjson.encode(data), log)
+    elseif f[1] == 'running' and f[6] == 'awaiting-result' then
+      -- No process holds it (an http step whose service answered 202): end it here; a
+      -- result posted later finds the lease gone.
+      clear_lease(key)
+      redis.call('ZREM', KEYS[stop.leased], j.id)
+      count_outcome(KEYS[j.ready], 'failed')
+      local err = cjson.encode({retryable = false, message =
+        'stopped: the execution was cancelled or restarted while the result was awaited'})
+      redis.call('HSET', key, 'status', 'failed', 'updated_at', ARGV[1], 'finished_at', ARGV[1],
+        'last_error', err)
+      data.will_retry = false
+      data.error = 'stopped while its result was awaited'
+      emit('job.failed', cjson.encode(data), log)
     elseif f[1] == 'running' then
       redis.call('HSET', key, 'cancel_requested', '1')
       redis.call('PUBLISH', stop.channel, j.id)
