@@ -9,6 +9,7 @@ mod config;
 mod events;
 mod files;
 mod private_redis;
+mod reload;
 mod serve;
 mod signals;
 mod telemetry;
@@ -338,6 +339,7 @@ where
     F: FnOnce(config::Config, PathBuf, tokio_util::sync::CancellationToken) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
+    let extra_again = extra.clone();
     let (cfg, base) = match load(serve, extra) {
         Ok(c) => c,
         Err(e) => {
@@ -345,7 +347,12 @@ where
             return 1;
         }
     };
-    telemetry::init(&cfg.log.filter, &cfg.log.format);
+    let set_filter = telemetry::init(&cfg.log.filter, &cfg.log.format);
+    let loader: reload::ConfigLoader = {
+        let serve = ServeArgs { config: serve.config.clone(), redis_url: serve.redis_url.clone() };
+        let extra = extra_again;
+        Box::new(move || load(&serve, extra.clone()))
+    };
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -361,6 +368,10 @@ where
                 return 1;
             }
         };
+        if let Err(e) = reload::install(loader, set_filter) {
+            tracing::error!(error = %e, "cannot install the SIGHUP handler");
+            return 1;
+        }
         match f(cfg, base, shutdown).await {
             Ok(()) => 0,
             Err(e) => {

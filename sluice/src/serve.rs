@@ -106,6 +106,7 @@ pub async fn api(c: Config, base: PathBuf, shutdown: CancellationToken) -> anyho
     let auth = api_auth(&c)?;
     let engine = connect(&c, &shutdown).await?;
     load_pipelines(&engine, &c, &base).await?;
+    crate::reload::apply_pipelines_with(&engine);
     let listener = bind_api(&c, &auth).await?;
     tracing::info!(listen = %c.api.listen, "api listening");
     let state = sluice_api::AppState::new(engine).with_auth(auth);
@@ -119,6 +120,7 @@ pub async fn up(mut c: Config, base: PathBuf, shutdown: CancellationToken) -> an
     let _redis = crate::private_redis::ensure(&mut c, &base).await?;
     let engine = connect(&c, &shutdown).await?;
     load_pipelines(&engine, &c, &base).await?;
+    crate::reload::apply_pipelines_with(&engine);
     let listener = bind_api(&c, &auth).await?;
     tracing::info!(listen = %c.api.listen, "sluice is up: api, scheduler and worker in one process");
     let api = {

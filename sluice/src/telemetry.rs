@@ -1,25 +1,41 @@
 //! Logging: `tracing-subscriber` with a `RUST_LOG`-style filter; human-readable on a
-//! terminal, JSON lines otherwise (journald, Loki).
+//! terminal, JSON lines otherwise (journald, Loki). The filter can be replaced while the
+//! process runs (SIGHUP re-reads `log.filter`).
 
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-/// Installs the global subscriber. `RUST_LOG` wins over `filter`.
-pub fn init(filter: &str, format: &str) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(filter))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+/// Replaces the log filter of the running process.
+pub type FilterSetter = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// The filter from `RUST_LOG` when set (it wins over the config), else `filter`.
+fn filter_of(filter: &str) -> Result<EnvFilter, String> {
+    match EnvFilter::try_from_default_env() {
+        Ok(f) => Ok(f),
+        Err(_) => EnvFilter::try_new(filter).map_err(|e| format!("log.filter `{filter}`: {e}")),
+    }
+}
+
+/// Installs the global subscriber; returns the setter of its filter.
+pub fn init(filter: &str, format: &str) -> FilterSetter {
+    let initial = filter_of(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let json = match format {
         "json" => true,
         "human" => false,
         _ => !std::io::stderr().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let result = if json {
-        builder.json().flatten_event(true).with_current_span(false).try_init()
+    let base = tracing_subscriber::fmt().with_env_filter(initial).with_writer(std::io::stderr);
+    // The two formats have different subscriber types, hence different handle types.
+    if json {
+        let builder = base.json().flatten_event(true).with_current_span(false).with_filter_reloading();
+        let handle = builder.reload_handle();
+        let _ = builder.try_init();
+        Box::new(move |text| handle.reload(filter_of(text)?).map_err(|e| e.to_string()))
     } else {
-        builder.try_init()
-    };
-    let _ = result;
+        let builder = base.with_filter_reloading();
+        let handle = builder.reload_handle();
+        let _ = builder.try_init();
+        Box::new(move |text| handle.reload(filter_of(text)?).map_err(|e| e.to_string()))
+    }
 }
