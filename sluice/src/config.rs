@@ -14,11 +14,23 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 use sluice_api::auth::{Auth, Role, Secret, Token};
 
 /// The default config file, read when it exists and no `--config` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/sluice/sluice.toml";
+
+/// A secret as shown by `sluice config show`: never itself.
+fn redacted<S: serde::Serializer>(secret: &Option<Secret>, s: S) -> Result<S::Ok, S::Error> {
+    match secret {
+        Some(_) => s.serialize_str("<redacted>"),
+        None => s.serialize_none(),
+    }
+}
+
+fn duration_text<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&sluice_core::duration::format(*d))
+}
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
@@ -26,7 +38,7 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 }
 
 /// The whole configuration.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Redis connection and layout.
@@ -48,7 +60,7 @@ pub struct Config {
 }
 
 /// `[redis]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
     /// Connection URL. Default `redis://127.0.0.1:6379`. Env `SLUICE_REDIS__URL`.
@@ -66,7 +78,7 @@ impl Default for RedisConfig {
 }
 
 /// `[api]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
     /// Listen address. Default `127.0.0.1:7070`. Env `SLUICE_API__LISTEN`.
@@ -80,7 +92,7 @@ impl Default for ApiConfig {
 }
 
 /// `[pipelines]`
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct PipelinesConfig {
     /// Directory of pipeline files (`*.toml`, `*.json`) applied at start. Default: none.
@@ -89,7 +101,7 @@ pub struct PipelinesConfig {
 }
 
 /// `[worker]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WorkerSection {
     /// Queues to lease from. Default `["default"]`.
@@ -97,16 +109,16 @@ pub struct WorkerSection {
     /// Jobs run at once. Default 16.
     pub concurrency: usize,
     /// Time running jobs get to finish after SIGTERM. Default `30s`.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub shutdown_timeout: Duration,
     /// Lease lifetime without a heartbeat. Default `30s`.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub lease_ttl: Duration,
     /// Longest idle wait between lease attempts. Default `5s`.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub idle_poll: Duration,
     /// Between SIGTERM and SIGKILL when a command is stopped. Default `10s`.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub kill_grace: Duration,
     /// A PEM file of certificate authorities trusted, besides the system's, when `http`
     /// steps, HTTP gate probes and `http` jobs call `https://` URLs: for endpoints whose
@@ -132,11 +144,11 @@ impl Default for WorkerSection {
 }
 
 /// `[scheduler]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SchedulerSection {
     /// Time between promotion/reclaim passes. Default `500ms`.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub tick: Duration,
 }
 
@@ -147,7 +159,7 @@ impl Default for SchedulerSection {
 }
 
 /// `[events]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EventsConfig {
     /// Approximate cap of each shard's event stream. Default 100000.
@@ -161,7 +173,7 @@ impl Default for EventsConfig {
 }
 
 /// `[log]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// `RUST_LOG`-style filter. Default `info`. `RUST_LOG` wins when set.
@@ -177,7 +189,7 @@ impl Default for LogConfig {
 }
 
 /// `[auth]`
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSection {
     /// Turns bearer tokens off. Default `false` (every `/v1` request needs a token). Env
@@ -192,7 +204,7 @@ pub struct AuthSection {
 
 
 /// One `[[auth.tokens]]` entry. `Debug` never shows the secret.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TokenEntry {
     /// Who holds the token; logged and recorded as the actor of operator actions. Required.
@@ -203,6 +215,7 @@ pub struct TokenEntry {
     pub role: String,
     /// The secret itself (at least 16 printable ASCII characters, no spaces). Exactly one of
     /// `token` and `token_env` is required.
+    #[serde(serialize_with = "redacted")]
     pub token: Option<Secret>,
     /// The name of an environment variable holding the secret, to keep it out of files.
     pub token_env: Option<String>,
@@ -677,4 +690,36 @@ mod tests {
         assert!(config.auth.disabled);
         assert!(!api_auth_with(&config, &env).unwrap().is_enabled());
     }
+
+    /// Every key of a configuration, dotted (`worker.lease_ttl`; `auth.tokens[].role` for
+    /// the fields of a list of tables).
+    fn keys(prefix: &str, value: &serde_json::Value, out: &mut Vec<String>) {
+        if let Some(map) = value.as_object() {
+            for (k, v) in map {
+                let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                out.push(path.clone());
+                keys(&path, v, out);
+            }
+        } else if let Some(first) = value.as_array().and_then(|a| a.first()) {
+            keys(&format!("{prefix}[]"), first, out);
+        }
+    }
+
+    #[test]
+    fn the_configuration_reference_lists_every_key() {
+        let mut config = Config::default();
+        config.auth.tokens.push(TokenEntry::default());
+        let mut all = Vec::new();
+        keys("", &serde_json::to_value(&config).unwrap(), &mut all);
+        let reference = include_str!("../../docs/CONFIGURATION.md");
+        let sections = ["redis", "api", "pipelines", "worker", "scheduler", "events", "log", "auth"];
+        let missing: Vec<&String> = all
+            .iter()
+            .filter(|k| !sections.contains(&k.as_str()))
+            .filter(|k| !reference.contains(&format!("| `{k}` |")))
+            .collect();
+        assert!(missing.is_empty(), "docs/CONFIGURATION.md has no row for {missing:?}");
+        assert!(all.len() > 20, "{all:?}");
+    }
+
 }

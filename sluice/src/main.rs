@@ -86,6 +86,11 @@ enum Command {
         #[command(flatten)]
         serve: ServeArgs,
     },
+    /// The configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Checks the configuration and every pipeline file; exits non-zero on any problem.
     Validate {
         #[command(flatten)]
@@ -144,6 +149,19 @@ enum Command {
         follow: bool,
         #[command(flatten)]
         client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Prints the effective configuration: defaults, then the file, then `SLUICE_…`
+    /// variables, then flags (secrets shown as `<redacted>`).
+    Show {
+        #[command(flatten)]
+        serve: ServeArgs,
+        /// Print JSON instead of TOML.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -382,6 +400,31 @@ where
     })
 }
 
+fn config_show(serve: &ServeArgs, json: bool) -> i32 {
+    let (cfg, _) = match load(serve, Vec::new()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e:#}");
+            return 1;
+        }
+    };
+    let text = if json {
+        serde_json::to_string_pretty(&cfg).map_err(|e| e.to_string())
+    } else {
+        toml::to_string_pretty(&cfg).map_err(|e| e.to_string())
+    };
+    match text {
+        Ok(t) => {
+            println!("{}", t.trim_end());
+            0
+        }
+        Err(e) => {
+            eprintln!("error: cannot print the configuration: {e}");
+            1
+        }
+    }
+}
+
 fn validate(serve: &ServeArgs, files: &[PathBuf]) -> i32 {
     let mut problems = 0;
     let (cfg, base) = match load(serve, Vec::new()) {
@@ -516,6 +559,7 @@ fn main() {
         }
         Command::Scheduler { serve } => run_service(&serve, Vec::new(), |cfg, _base, shutdown| serve::scheduler(cfg, shutdown)),
         Command::Validate { serve, files } => validate(&serve, &files),
+        Command::Config { command: ConfigCommand::Show { serve, json } } => config_show(&serve, json),
         Command::Pipeline { command: PipelineCommand::Apply { file }, client } => {
             let json = client.json;
             run_client(&client, async move |c| client::pipeline_apply(c, &file, json).await.map(|()| 0))
