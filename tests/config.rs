@@ -65,3 +65,37 @@ fn secrets_are_never_shown() {
     assert!(!stdout(&out).contains("ops-secret"), "{}", stdout(&out));
     assert!(stdout(&out).contains("<redacted>"), "{}", stdout(&out));
 }
+
+#[test]
+fn validate_passes_the_shipped_config_and_reports_every_problem_of_broken_files() {
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/sluice.toml");
+    let out = sluice(&["validate", "--config", shipped], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("are valid"), "{}", stdout(&out));
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(&config, "[pipelines]\ndir = \"pipelines\"\n").unwrap();
+    let pipelines = dir.path().join("pipelines");
+    std::fs::create_dir(&pipelines).unwrap();
+    std::fs::write(pipelines.join("a-syntax.toml"), "id = \"a\"\n[[steps]\nname = \"x\"\n").unwrap();
+    std::fs::write(
+        pipelines.join("b-fields.toml"),
+        "id = \"b\"\n\n[[steps]]\nname = \"build\"\nkind = \"command\"\n\n[[steps]]\nname = \"ci\"\nkind = \"gate\"\ninterval = \"1ms\"\nprobe = { run = [] }\nmax_polls = 5\n",
+    )
+    .unwrap();
+    std::fs::write(pipelines.join("c-kind.json"), r#"{"id": "c", "steps": [{"name": "x", "kind": "teleport"}]}"#).unwrap();
+    let out = sluice(&["validate", "--config", config.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    for expected in [
+        "a-syntax.toml: (file): is not valid TOML (line 2)",
+        "b-fields.toml:3: steps[0].run: is required",
+        "b-fields.toml:10: steps[1].interval: must be at least 1s",
+        "b-fields.toml:11: steps[1].probe.run: must not be empty",
+        "c-kind.json: steps[0].kind: unknown kind `teleport`",
+        "5 problem(s) found",
+    ] {
+        assert!(err.contains(expected), "`{expected}` not in:\n{err}");
+    }
+}

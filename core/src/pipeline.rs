@@ -300,8 +300,11 @@ pub const KINDS: &[&str] = &["command", "noop", "http", "external", "gate", "app
 /// # Errors
 /// Every problem found, each naming its field.
 pub fn parse_toml(text: &str) -> Result<Pipeline, Vec<Problem>> {
-    let value: toml::Value = toml::from_str(text)
-        .map_err(|e| vec![Problem::new("", format!("is not valid TOML: {}", e.message()))])?;
+    let value: toml::Value = toml::from_str(text).map_err(|e| {
+        let line = e.span().map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+        let at = line.map(|l| format!(" (line {l})")).unwrap_or_default();
+        vec![Problem::new("", format!("is not valid TOML{at}: {}", e.message()))]
+    })?;
     from_value(&toml_to_json(value))
 }
 

@@ -458,8 +458,14 @@ fn validate(serve: &ServeArgs, files: &[PathBuf]) -> i32 {
         match result {
             Ok(p) => println!("ok: {} (pipeline `{}`, {} steps)", path.display(), p.id, p.steps.len()),
             Err(list) => {
+                let is_toml = path.extension().is_none_or(|e| e != "json");
+                let text = if is_toml { std::fs::read_to_string(path).unwrap_or_default() } else { String::new() };
                 for p in list {
-                    eprintln!("{}: {}: {}", path.display(), if p.field.is_empty() { "(file)" } else { &p.field }, p.message);
+                    let at = match files::line_of(&text, &p.field) {
+                        Some(line) => format!("{}:{line}", path.display()),
+                        None => path.display().to_string(),
+                    };
+                    eprintln!("{at}: {}: {}", if p.field.is_empty() { "(file)" } else { &p.field }, p.message);
                     problems += 1;
                 }
             }
