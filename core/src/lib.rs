@@ -14,6 +14,7 @@
 //! - set-once timestamps (`started_at`, `finished_at`) are never moved by a replay.
 
 pub mod approval;
+pub mod cadence;
 pub mod clock;
 pub mod control;
 pub mod describe;
@@ -31,6 +32,7 @@ mod steps;
 mod testing;
 pub mod template;
 
+pub use cadence::Cadence;
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use execution::{Execution, ExecutionStatus, Failure, FailureKind, StepRun, StepStatus};
 pub use job::{Job, JobStatus, NewJob, Outcome};
