@@ -130,10 +130,12 @@ impl Worker {
             .register(move |restarts| {
                 WorkerBuilder::new(format!("{}-{restarts}", factory_rt.worker_id))
                     .backend(StoreBackend::new(factory_rt.clone()))
+                    // Outermost first: a job waiting for a slot does not spend its time
+                    // ceiling, and the ceiling wraps the traced span (as apalis checks).
+                    .concurrency(factory_rt.config.concurrency)
                     .timeout(factory_rt.config.job_time_ceiling)
                     .enable_tracing()
                     .catch_panic()
-                    .concurrency(factory_rt.config.concurrency)
                     .data(factory_rt.clone())
                     .build(handle)
             })
