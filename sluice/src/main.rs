@@ -11,6 +11,7 @@ mod files;
 mod private_redis;
 mod serve;
 mod signals;
+mod systemd;
 mod telemetry;
 
 use std::path::PathBuf;
@@ -117,6 +118,16 @@ enum Command {
     Queue {
         #[command(subcommand)]
         command: QueueCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Probes a running API: `/readyz` (it serves, and Redis answers), or `/healthz` with
+    /// `--live` (the process serves HTTP). Exits 0 when it answers 2xx, 1 otherwise; meant
+    /// for container and load-balancer health checks.
+    Health {
+        /// Probe liveness (`/healthz`) instead of readiness.
+        #[arg(long)]
+        live: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -335,7 +346,7 @@ fn load(serve: &ServeArgs, mut extra: Vec<(&'static str, String)>) -> anyhow::Re
 
 fn run_service<F, Fut>(serve: &ServeArgs, extra: Vec<(&'static str, String)>, f: F) -> i32
 where
-    F: FnOnce(config::Config, PathBuf, tokio_util::sync::CancellationToken) -> Fut,
+    F: FnOnce(config::Config, PathBuf, serve::Lifecycle) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
     let (cfg, base) = match load(serve, extra) {
@@ -361,7 +372,8 @@ where
                 return 1;
             }
         };
-        match f(cfg, base, shutdown).await {
+        let lifecycle = serve::Lifecycle { shutdown, systemd: systemd::Systemd::from_env() };
+        match f(cfg, base, lifecycle).await {
             Ok(()) => 0,
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "stopped with an error");
@@ -496,14 +508,14 @@ fn main() {
                 extra.push(("worker.concurrency", c.to_string()));
             }
             let queues = queues.clone();
-            run_service(&serve, extra, move |mut cfg, _base, shutdown| async move {
+            run_service(&serve, extra, move |mut cfg, _base, lifecycle| async move {
                 if let Some(q) = queues {
                     cfg.worker.queues = q;
                 }
-                serve::worker(cfg, shutdown).await
+                serve::worker(cfg, lifecycle).await
             })
         }
-        Command::Scheduler { serve } => run_service(&serve, Vec::new(), |cfg, _base, shutdown| serve::scheduler(cfg, shutdown)),
+        Command::Scheduler { serve } => run_service(&serve, Vec::new(), |cfg, _base, lifecycle| serve::scheduler(cfg, lifecycle)),
         Command::Validate { serve, files } => validate(&serve, &files),
         Command::Pipeline { command: PipelineCommand::Apply { file }, client } => {
             let json = client.json;
@@ -569,6 +581,11 @@ fn main() {
                 QueueCommand::Pause { queue } => run_client(&client, async move |c| client::queue_action(c, &queue, "pause", json).await.map(|()| 0)),
                 QueueCommand::Resume { queue } => run_client(&client, async move |c| client::queue_action(c, &queue, "resume", json).await.map(|()| 0)),
             }
+        }
+        Command::Health { live, client } => {
+            let json = client.json;
+            let path = if live { "/healthz" } else { "/readyz" };
+            run_client(&client, async move |c| Ok(client::health(c, path, json).await))
         }
         Command::Completions { shell } => completions(shell),
     };
