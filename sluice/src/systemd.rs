@@ -130,13 +130,17 @@ async fn supervise(
     shutdown: CancellationToken,
     done: CancellationToken,
 ) {
+    // Biased selects: when the role stops right after a signal, `shutdown` and `done` are
+    // both complete by the time this task runs, and STOPPING=1 must still go out first.
     tokio::select! {
+        biased;
         () = ready => sd.notify("READY=1"),
         () = shutdown.cancelled() => {}
         () = done.cancelled() => return,
     }
     let Some(timeout) = sd.watchdog else {
         tokio::select! {
+            biased;
             () = shutdown.cancelled() => sd.notify("STOPPING=1"),
             () = done.cancelled() => {}
         }
@@ -148,6 +152,7 @@ async fn supervise(
     let mut stopping = false;
     loop {
         tokio::select! {
+            biased;
             () = shutdown.cancelled(), if !stopping => {
                 sd.notify("STOPPING=1");
                 stopping = true;
@@ -284,6 +289,29 @@ mod tests {
     /// A part that differs between test runs sharing the abstract namespace.
     fn nanos() -> u128 {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn stopping_goes_out_even_when_the_role_ends_right_after_the_signal() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("notify");
+        let listener = UnixDatagram::bind(&path).expect("bind");
+        listener.set_nonblocking(true).expect("non-blocking");
+        let sd = from(&[("NOTIFY_SOCKET", path.to_str().expect("utf-8 path")), ("WATCHDOG_USEC", "60000000")], 1);
+        let pulse = Pulse::new();
+        pulse.beat();
+        let shutdown = CancellationToken::new();
+        let ready = pulse.clone();
+        let supervision = sd.supervise(async move { ready.first_beat().await }, Some(pulse), &shutdown);
+        // The signal and the end of the role, before the task ever runs.
+        shutdown.cancel();
+        supervision.finish().await;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 64];
+        while let Ok(n) = listener.recv(&mut buf) {
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        assert_eq!(got, ["READY=1", "STOPPING=1"]);
     }
 
     #[test]
