@@ -1,8 +1,8 @@
 //! The CLI of the real binary against `sluice up` (API, scheduler and a worker on queues
 //! `default` and `cli`) over a private Redis: standalone jobs and queue figures, `--json`
 //! output that parses, a refused operation that exits 1 naming its problem code, and shell
-//! completion scripts. Also the CLI against a stand-in API served over https, and
-//! `sluice schedule next`, which needs no API.
+//! completion scripts, `sluice health`. Also the CLI against a stand-in API served over https,
+//! and `sluice schedule next`, which needs no API.
 
 mod common;
 
@@ -160,6 +160,29 @@ async fn the_cli_reaches_an_https_api_whose_certificate_it_trusts() {
     );
     assert!(stderr(&refused).starts_with(&why), "{}", stderr(&refused));
     assert!(stdout(&refused).is_empty(), "{}", stdout(&refused));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_exits_zero_only_while_the_api_is_ready_or_with_live_while_it_answers() {
+    let mut up = up().await;
+    let url = up.url.clone();
+    let health = |args: &[&str]| cli(&url, args, &[]).status.code();
+    assert_eq!(health(&["health"]), Some(0));
+    assert_eq!(stdout(&cli(&up.url, &["health"], &[])).trim(), format!("ok: {}/readyz", up.url));
+    let body: Value = serde_json::from_slice(&cli(&up.url, &["health", "--live", "--json"], &[]).stdout).expect("JSON");
+    assert_eq!(body["status"], "ok", "{body}");
+
+    // Without Redis the API is alive but not ready.
+    up.setup.redis.kill();
+    let down = cli(&up.url, &["health"], &[]);
+    assert_eq!(down.status.code(), Some(1), "{}", stderr(&down));
+    assert!(stderr(&down).contains("503"), "says why: {}", stderr(&down));
+    assert_eq!(health(&["health", "--live"]), Some(0));
+
+    // Nothing listening is unhealthy too, with the same exit code (health checkers reserve
+    // the others).
+    up._up.kill();
+    assert_eq!(health(&["health"]), Some(1));
 }
 
 #[test]

@@ -14,7 +14,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use sluice_store::{Lane, StoreError};
+use sluice_store::{Lane, Pulse, StoreError};
 use sluice_store::engine::Engine;
 
 /// Settings of the scheduler.
@@ -26,11 +26,14 @@ pub struct SchedulerConfig {
     pub chunk: usize,
     /// Most chunks per queue and tick (bounds one tick's work; the rest waits a tick).
     pub max_chunks: usize,
+    /// Beaten after every tick that succeeded: a supervisor (the systemd watchdog) reads it
+    /// to tell a scheduler that makes progress from one that is stuck or cut off from Redis.
+    pub pulse: Pulse,
 }
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
-        Self { tick: Duration::from_millis(500), chunk: 1_000, max_chunks: 50 }
+        Self { tick: Duration::from_millis(500), chunk: 1_000, max_chunks: 50, pulse: Pulse::new() }
     }
 }
 
@@ -85,6 +88,7 @@ pub async fn run(engine: Engine, config: SchedulerConfig, shutdown: impl Future<
     loop {
         match tick(&engine, &config).await {
             Ok(report) => {
+                config.pulse.beat();
                 if !healthy {
                     tracing::info!("redis is reachable again");
                     healthy = true;

@@ -182,6 +182,25 @@ impl Client {
     }
 }
 
+/// `sluice health`: 0 when `path` answers 2xx, and 1 for every failure, an unreachable API
+/// included (health checkers reserve other exit codes).
+pub async fn health(c: &Client, path: &str, as_json: bool) -> i32 {
+    match c.get(path).await {
+        Ok(body) => {
+            if as_json {
+                print_json(&body);
+            } else {
+                println!("ok: {}{path}", c.base);
+            }
+            0
+        }
+        Err(e) => {
+            e.report();
+            1
+        }
+    }
+}
+
 fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }

@@ -13,6 +13,7 @@ mod private_redis;
 mod reload;
 mod serve;
 mod signals;
+mod systemd;
 mod telemetry;
 
 use std::path::PathBuf;
@@ -131,6 +132,16 @@ enum Command {
     Schedule {
         #[command(subcommand)]
         command: ScheduleCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Probes a running API: `/readyz` (it serves, and Redis answers), or `/healthz` with
+    /// `--live` (the process serves HTTP). Exits 0 when it answers 2xx, 1 otherwise; meant
+    /// for container and load-balancer health checks.
+    Health {
+        /// Probe liveness (`/healthz`) instead of readiness.
+        #[arg(long)]
+        live: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -372,7 +383,7 @@ fn load(serve: &ServeArgs, mut extra: Vec<(&'static str, String)>) -> anyhow::Re
 
 fn run_service<F, Fut>(serve: &ServeArgs, extra: Vec<(&'static str, String)>, f: F) -> i32
 where
-    F: FnOnce(config::Config, PathBuf, tokio_util::sync::CancellationToken) -> Fut,
+    F: FnOnce(config::Config, PathBuf, serve::Lifecycle) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
     let extra_again = extra.clone();
@@ -408,7 +419,8 @@ where
             tracing::error!(error = %e, "cannot install the SIGHUP handler");
             return 1;
         }
-        match f(cfg, base, shutdown).await {
+        let lifecycle = serve::Lifecycle { shutdown, systemd: systemd::Systemd::from_env() };
+        match f(cfg, base, lifecycle).await {
             Ok(()) => 0,
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "stopped with an error");
@@ -574,14 +586,14 @@ fn main() {
                 extra.push(("worker.concurrency", c.to_string()));
             }
             let queues = queues.clone();
-            run_service(&serve, extra, move |mut cfg, _base, shutdown| async move {
+            run_service(&serve, extra, move |mut cfg, _base, lifecycle| async move {
                 if let Some(q) = queues {
                     cfg.worker.queues = q;
                 }
-                serve::worker(cfg, shutdown).await
+                serve::worker(cfg, lifecycle).await
             })
         }
-        Command::Scheduler { serve } => run_service(&serve, Vec::new(), |cfg, _base, shutdown| serve::scheduler(cfg, shutdown)),
+        Command::Scheduler { serve } => run_service(&serve, Vec::new(), |cfg, _base, lifecycle| serve::scheduler(cfg, lifecycle)),
         Command::Validate { serve, files } => validate(&serve, &files),
         Command::Config { command: ConfigCommand::Show { serve, json } } => config_show(&serve, json),
         Command::Pipeline { command: PipelineCommand::Apply { file }, client } => {
@@ -652,6 +664,11 @@ fn main() {
         Command::Schedule { command, client } => match command {
             ScheduleCommand::Next(args) => cadence::next(&args, client.json),
         },
+        Command::Health { live, client } => {
+            let json = client.json;
+            let path = if live { "/healthz" } else { "/readyz" };
+            run_client(&client, async move |c| Ok(client::health(c, path, json).await))
+        }
         Command::Completions { shell } => completions(shell),
     };
     std::process::exit(code);

@@ -69,7 +69,13 @@ pub async fn ensure(c: &mut Config, _base: &Path) -> anyhow::Result<Option<Priva
     }
     let dir = std::env::current_dir()?.join(".sluice");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let child = Command::new("redis-server")
+    let mut command = Command::new("redis-server");
+    // redis-server would answer the service manager itself (`supervised auto`): it is not
+    // the service, sluice is.
+    for name in sluice_worker::command::SERVICE_MANAGER_ENV {
+        command.env_remove(name);
+    }
+    let child = command
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--appendonly", "yes"])
         .arg("--dir")
         .arg(&dir)

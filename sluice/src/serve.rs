@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use sluice_core::SystemClock;
-use sluice_store::Store;
+use sluice_store::{Pulse, Store};
 use sluice_api::Auth;
 use sluice_store::engine::Engine;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config};
+use crate::systemd::Systemd;
 
 /// Connects to Redis, retrying with backoff until `shutdown` (a service must survive Redis
 /// starting after it).
@@ -62,20 +63,70 @@ pub async fn load_pipelines(engine: &Engine, c: &Config, base: &Path) -> anyhow:
     Ok(())
 }
 
-/// `sluice worker`
-pub async fn worker(c: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let engine = connect(&c, &shutdown).await?;
-    let worker = sluice_worker::Worker::new(engine, config::worker_config(&c))?;
-    worker.run(async move { shutdown.cancelled().await }).await;
-    Ok(())
+/// What every long-running role gets from `main`: the root shutdown token and the link to
+/// the service manager.
+#[derive(Debug)]
+pub struct Lifecycle {
+    /// Cancelled by the first SIGTERM/SIGINT.
+    pub shutdown: CancellationToken,
+    /// `sd_notify`, when systemd started the process.
+    pub systemd: Systemd,
 }
 
-/// `sluice scheduler`
-pub async fn scheduler(c: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let engine = connect(&c, &shutdown).await?;
-    let sc = sluice_scheduler::SchedulerConfig { tick: c.scheduler.tick, ..Default::default() };
-    sluice_scheduler::run(engine, sc, async move { shutdown.cancelled().await }).await;
-    Ok(())
+/// A future completing at `pulse`'s first beat (the role's first round against Redis).
+fn first_beat(pulse: &Pulse) -> impl Future<Output = ()> + Send + 'static {
+    let pulse = pulse.clone();
+    async move { pulse.first_beat().await }
+}
+
+/// `sluice worker`: ready once it registered itself or leased against Redis; the watchdog
+/// is fed while its heartbeat or lease loop succeeds against Redis.
+pub async fn worker(c: Config, life: Lifecycle) -> anyhow::Result<()> {
+    let Lifecycle { shutdown, systemd } = life;
+    let mut wc = config::worker_config(&c);
+    wc.liveness_interval = systemd.liveness_interval();
+    let pulse = wc.pulse.clone();
+    let supervision = systemd.supervise(first_beat(&pulse), Some(pulse), &shutdown);
+    let result: anyhow::Result<()> = async {
+        let engine = connect(&c, &shutdown).await?;
+        let worker = sluice_worker::Worker::new(engine, wc)?;
+        worker.run(async move { shutdown.cancelled().await }).await;
+        Ok(())
+    }
+    .await;
+    supervision.finish().await;
+    result
+}
+
+/// `sluice scheduler`: ready after its first tick; the watchdog is fed while ticks succeed.
+pub async fn scheduler(c: Config, life: Lifecycle) -> anyhow::Result<()> {
+    let Lifecycle { shutdown, systemd } = life;
+    let pulse = Pulse::new();
+    let sc = sluice_scheduler::SchedulerConfig { tick: c.scheduler.tick, pulse: pulse.clone(), ..Default::default() };
+    warn_slow_tick(&c, &systemd);
+    let supervision = systemd.supervise(first_beat(&pulse), Some(pulse), &shutdown);
+    let result: anyhow::Result<()> = async {
+        let engine = connect(&c, &shutdown).await?;
+        sluice_scheduler::run(engine, sc, async move { shutdown.cancelled().await }).await;
+        Ok(())
+    }
+    .await;
+    supervision.finish().await;
+    result
+}
+
+/// Warns when scheduler ticks are too far apart for the watchdog to see one per keep-alive.
+fn warn_slow_tick(c: &Config, systemd: &Systemd) {
+    if let Some(every) = systemd.liveness_interval()
+        && c.scheduler.tick > every
+    {
+        tracing::warn!(
+            tick_ms = u64::try_from(c.scheduler.tick.as_millis()).unwrap_or(u64::MAX),
+            needed_ms = u64::try_from(every.as_millis()).unwrap_or(u64::MAX),
+            "scheduler.tick is longer than a quarter of the watchdog timeout (WatchdogSec): \
+             keep-alives may be skipped; shorten the tick or raise WatchdogSec"
+        );
+    }
 }
 
 /// The API's authentication from `c`, checked before anything starts; warns when it is off.
@@ -101,44 +152,75 @@ async fn bind_api(c: &Config, auth: &Auth) -> anyhow::Result<TcpListener> {
     Ok(listener)
 }
 
-/// `sluice api`
-pub async fn api(c: Config, base: PathBuf, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// `sluice api`: ready once it listens; the watchdog is fed while its runtime runs (Redis
+/// outages show on `/readyz`, and a restart would not cure them).
+pub async fn api(c: Config, base: PathBuf, life: Lifecycle) -> anyhow::Result<()> {
+    let Lifecycle { shutdown, systemd } = life;
     let auth = api_auth(&c)?;
-    let engine = connect(&c, &shutdown).await?;
-    load_pipelines(&engine, &c, &base).await?;
-    crate::reload::apply_pipelines_with(&engine);
-    let listener = bind_api(&c, &auth).await?;
-    tracing::info!(listen = %c.api.listen, "api listening");
-    let state = sluice_api::AppState::new(engine).with_auth(auth);
-    sluice_api::serve(listener, state, async move { shutdown.cancelled().await }).await?;
-    Ok(())
+    let listening = CancellationToken::new();
+    let supervision = systemd.supervise(listening.clone().cancelled_owned(), None, &shutdown);
+    let result: anyhow::Result<()> = async {
+        let engine = connect(&c, &shutdown).await?;
+        load_pipelines(&engine, &c, &base).await?;
+        crate::reload::apply_pipelines_with(&engine);
+        let listener = bind_api(&c, &auth).await?;
+        tracing::info!(listen = %c.api.listen, "api listening");
+        listening.cancel();
+        let state = sluice_api::AppState::new(engine).with_auth(auth);
+        sluice_api::serve(listener, state, async move { shutdown.cancelled().await }).await?;
+        Ok(())
+    }
+    .await;
+    supervision.finish().await;
+    result
 }
 
-/// `sluice up`: API, scheduler and worker in one process.
-pub async fn up(mut c: Config, base: PathBuf, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// `sluice up`: API, scheduler and worker in one process; ready once the API listens and
+/// the worker did its first round; the watchdog follows the worker.
+pub async fn up(mut c: Config, base: PathBuf, life: Lifecycle) -> anyhow::Result<()> {
+    let Lifecycle { shutdown, systemd } = life;
     let auth = api_auth(&c)?;
-    let _redis = crate::private_redis::ensure(&mut c, &base).await?;
-    let engine = connect(&c, &shutdown).await?;
-    load_pipelines(&engine, &c, &base).await?;
-    crate::reload::apply_pipelines_with(&engine);
-    let listener = bind_api(&c, &auth).await?;
-    tracing::info!(listen = %c.api.listen, "sluice is up: api, scheduler and worker in one process");
-    let api = {
-        let s = shutdown.clone();
-        let state = sluice_api::AppState::new(engine.clone()).with_auth(auth);
-        tokio::spawn(async move { sluice_api::serve(listener, state, async move { s.cancelled().await }).await })
+    let mut wc = config::worker_config(&c);
+    wc.liveness_interval = systemd.liveness_interval();
+    let pulse = wc.pulse.clone();
+    let listening = CancellationToken::new();
+    let ready = {
+        let listening = listening.clone();
+        let worker_ready = first_beat(&pulse);
+        async move {
+            listening.cancelled().await;
+            worker_ready.await;
+        }
     };
-    let scheduler = {
+    let supervision = systemd.supervise(ready, Some(pulse), &shutdown);
+    let result: anyhow::Result<()> = async {
+        let _redis = crate::private_redis::ensure(&mut c, &base).await?;
+        let engine = connect(&c, &shutdown).await?;
+        load_pipelines(&engine, &c, &base).await?;
+        crate::reload::apply_pipelines_with(&engine);
+        let listener = bind_api(&c, &auth).await?;
+        tracing::info!(listen = %c.api.listen, "sluice is up: api, scheduler and worker in one process");
+        listening.cancel();
+        let api = {
+            let s = shutdown.clone();
+            let state = sluice_api::AppState::new(engine.clone()).with_auth(auth);
+            tokio::spawn(async move { sluice_api::serve(listener, state, async move { s.cancelled().await }).await })
+        };
+        let scheduler = {
+            let s = shutdown.clone();
+            let sc = sluice_scheduler::SchedulerConfig { tick: c.scheduler.tick, ..Default::default() };
+            let engine = engine.clone();
+            tokio::spawn(async move { sluice_scheduler::run(engine, sc, async move { s.cancelled().await }).await })
+        };
+        let worker = sluice_worker::Worker::new(engine, wc)?;
         let s = shutdown.clone();
-        let sc = sluice_scheduler::SchedulerConfig { tick: c.scheduler.tick, ..Default::default() };
-        let engine = engine.clone();
-        tokio::spawn(async move { sluice_scheduler::run(engine, sc, async move { s.cancelled().await }).await })
-    };
-    let worker = sluice_worker::Worker::new(engine, config::worker_config(&c))?;
-    let s = shutdown.clone();
-    worker.run(async move { s.cancelled().await }).await;
-    shutdown.cancel();
-    let _ = scheduler.await;
-    api.await??;
-    Ok(())
+        worker.run(async move { s.cancelled().await }).await;
+        shutdown.cancel();
+        let _ = scheduler.await;
+        api.await??;
+        Ok(())
+    }
+    .await;
+    supervision.finish().await;
+    result
 }

@@ -7,6 +7,8 @@
 //! - [`Store`] wraps each script in one typed method, and [`engine`] runs the
 //!   read → plan (in `sluice-core`) → commit loop that turns a settled job into the next state
 //!   of its execution, recomputing on a lost revision race.
+//! - [`Pulse`] counts a service loop's successful rounds against Redis, for a supervisor
+//!   such as the systemd watchdog.
 //!
 //! Invariants: every write by a lease holder is fenced by its token; every execution write
 //! is a compare-and-set on its revision; scripts never read the clock or decide anything,
@@ -22,6 +24,7 @@ mod pipelines;
 mod query;
 mod queues;
 mod plan;
+mod pulse;
 mod scripts;
 
 use std::sync::Arc;
@@ -37,6 +40,7 @@ pub use jobs::{
 pub use keys::{Keys, Lane};
 pub use notify::{ExternalWakeups, Notifier};
 pub use pipelines::StoredPipeline;
+pub use pulse::Pulse;
 pub use query::{EventCursor, EventReader, ExecutionFilter, ListCursor, MAX_PAGE, Page, StoredEvent};
 pub use queues::{QueueStats, WorkerInfo};
 

@@ -1,9 +1,9 @@
 //! The `command` step executor: runs one program for one attempt and reports what happened.
 //!
-//! [`run`] spawns `argv` with the caller's environment plus [`CommandSpec::env`],
-//! [`CommandSpec::sluice_env`] and two files in a private temporary directory:
-//! `SLUICE_CONTEXT` (the step's context as JSON, readable) and `SLUICE_OUTPUT` (a path the
-//! program may write its JSON output to; it does not exist beforehand). [`outcome`] maps the
+//! [`run`] spawns `argv` with the caller's environment (less [`SERVICE_MANAGER_ENV`]) plus
+//! [`CommandSpec::env`], [`CommandSpec::sluice_env`] and two files in a private temporary
+//! directory: `SLUICE_CONTEXT` (the step's context as JSON, readable) and `SLUICE_OUTPUT` (a
+//! path the program may write its JSON output to; it does not exist beforehand). [`outcome`] maps the
 //! [`CommandResult`] to a [`sluice_core::Outcome`]. The module is pure tokio: it knows nothing
 //! about Redis or the store; the caller renders `argv`, persists the outcome and owns retries.
 //!
@@ -53,6 +53,10 @@ pub const MAX_OUTPUT_BYTES: u64 = 1024 * 1024;
 pub const CONTEXT_ENV: &str = "SLUICE_CONTEXT";
 /// Variable holding the path the program may write its JSON output to.
 pub const OUTPUT_ENV: &str = "SLUICE_OUTPUT";
+/// Variables by which systemd talks to the worker process itself (its notification socket
+/// and watchdog). A step's program is not the service: it does not inherit them, so it
+/// cannot report readiness or feed the watchdog on the worker's behalf.
+pub const SERVICE_MANAGER_ENV: [&str; 3] = ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"];
 
 /// How long the pipes may still be read once the whole process group has been killed.
 const DRAIN_GRACE: Duration = Duration::from_secs(1);
@@ -266,8 +270,11 @@ pub async fn run(
         .map_err(prepare)?;
 
     let mut cmd = Command::new(&program);
-    cmd.args(&spec.argv[1..])
-        .envs(&spec.env)
+    cmd.args(&spec.argv[1..]);
+    for name in SERVICE_MANAGER_ENV {
+        cmd.env_remove(name);
+    }
+    cmd.envs(&spec.env)
         .envs(spec.sluice_env.iter().map(|(k, v)| (k, v)))
         .env(CONTEXT_ENV, &context_path)
         .env(OUTPUT_ENV, &output_path)

@@ -25,6 +25,8 @@ pub mod tls;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use sluice_store::Pulse;
+
 pub use runtime::LeasedJob;
 pub use service::{Worker, WorkerError};
 
@@ -50,6 +52,13 @@ pub struct WorkerConfig {
     /// A PEM file of certificate authorities that `https://` endpoints of the HTTP executors
     /// may be signed by, trusted besides the system's (see [`tls`]).
     pub ca_file: Option<PathBuf>,
+    /// Beaten after every round of the heartbeat loop or the lease loop that succeeded
+    /// against Redis: a supervisor (the systemd watchdog) reads it to tell a worker that
+    /// makes progress from one that is stuck or cut off from Redis.
+    pub pulse: Pulse,
+    /// The heartbeat loop runs at least this often (besides every third of `lease_ttl`), so
+    /// that `pulse` beats within each interval of a supervisor that reads it. Default: none.
+    pub liveness_interval: Option<Duration>,
 }
 
 impl Default for WorkerConfig {
@@ -64,6 +73,8 @@ impl Default for WorkerConfig {
             job_time_ceiling: Duration::from_secs(24 * 3600),
             worker_id: default_worker_id(),
             ca_file: None,
+            pulse: Pulse::new(),
+            liveness_interval: None,
         }
     }
 }
@@ -82,6 +93,9 @@ impl WorkerConfig {
         }
         if self.lease_ttl < Duration::from_millis(300) {
             return Err("worker.lease_ttl must be at least 300ms".into());
+        }
+        if self.liveness_interval.is_some_and(|every| every < Duration::from_millis(10)) {
+            return Err("the liveness interval must be at least 10ms".into());
         }
         Ok(())
     }

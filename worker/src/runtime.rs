@@ -90,7 +90,10 @@ impl Runtime {
         }
     }
 
+    /// Records a round that succeeded against Redis: beats the pulse, and says so once after
+    /// an outage.
     pub(crate) fn set_healthy(&self) {
+        self.config.pulse.beat();
         if !self.healthy.swap(true, Ordering::Relaxed) {
             tracing::info!("redis is reachable again");
         }

@@ -49,9 +49,14 @@ async fn handle(leased: LeasedJob, rt: Data<Arc<Runtime>>) -> Result<(), std::co
     Ok(())
 }
 
-/// Extends every held lease every third of the lease TTL until `stop`.
+/// Extends every held lease every third of the lease TTL (or every liveness interval, when
+/// that is shorter) until `stop`. Each round refreshes the worker's registry entry, so a
+/// round that succeeds beats the pulse even when no lease is held.
 async fn heartbeat(rt: Arc<Runtime>, stop: CancellationToken) {
-    let every = (rt.config.lease_ttl / 3).max(Duration::from_millis(50));
+    let mut every = (rt.config.lease_ttl / 3).max(Duration::from_millis(50));
+    if let Some(liveness) = rt.config.liveness_interval {
+        every = every.min(liveness);
+    }
     let info = WorkerInfo {
         id: rt.worker_id.clone(),
         queues: rt.config.queues.clone(),
@@ -97,8 +102,9 @@ async fn heartbeat(rt: Arc<Runtime>, stop: CancellationToken) {
 async fn register(rt: &Runtime, info: &WorkerInfo) {
     let info = WorkerInfo { last_seen: rt.engine.now(), ..info.clone() };
     let ttl = u64::try_from(rt.config.lease_ttl.as_millis()).unwrap_or(u64::MAX).saturating_mul(3);
-    if let Err(e) = rt.engine.store().register_worker(&info, ttl).await {
-        rt.report_store_error("register worker", &e);
+    match rt.engine.store().register_worker(&info, ttl).await {
+        Ok(()) => rt.set_healthy(),
+        Err(e) => rt.report_store_error("register worker", &e),
     }
 }
 
