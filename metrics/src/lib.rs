@@ -42,6 +42,11 @@ const WAIT_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.
 const ROUND_TRIP_BUCKETS: &[f64] =
     &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 
+/// The time from `from` to `to` (zero when `to` is earlier).
+pub fn elapsed(from: Millis, to: Millis) -> Duration {
+    Duration::from_millis(u64::try_from(to.saturating_sub(from)).unwrap_or(0))
+}
+
 /// What became of a job, as counted by `sluice_jobs_total{outcome}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobOutcome {
@@ -266,7 +271,7 @@ impl Metrics {
     /// it was due (`now - scheduled_at`).
     pub fn job_started(&self, job: &Job, now: Millis) {
         self.count(&job.queue, &job.kind, JobOutcome::Started);
-        let waited = Duration::from_millis(u64::try_from(now.saturating_sub(job.scheduled_at)).unwrap_or(0));
+        let waited = elapsed(job.scheduled_at, now);
         self.queue_wait.with_label_values(&[&job.queue, &job.kind]).observe(waited.as_secs_f64());
     }
 
@@ -436,10 +441,10 @@ mod tests {
         assert_eq!(scrape.counter("sluice_jobs_total", &jobs("failed")), 0.0);
         // The deferred settlement counted nothing; the pending cancel has no duration.
         assert_eq!(scrape.histogram_count("sluice_job_duration_seconds", &JOB), 3.0);
-        assert!(text.contains("sluice_job_duration_seconds_sum{kind=\"command\",queue=\"deploy\"} 5.25\n"), "{text}");
+        assert_eq!(scrape.histogram_sum("sluice_job_duration_seconds", &JOB), 5.25);
         // Waits: 2.5 s after it was due, then 0 s.
         assert_eq!(scrape.histogram_count("sluice_job_queue_wait_seconds", &JOB), 2.0);
-        assert!(text.contains("sluice_job_queue_wait_seconds_sum{kind=\"command\",queue=\"deploy\"} 2.5\n"), "{text}");
+        assert_eq!(scrape.histogram_sum("sluice_job_queue_wait_seconds", &JOB), 2.5);
         assert!(text.contains("sluice_job_queue_wait_seconds_bucket{kind=\"command\",queue=\"deploy\",le=\"0.005\"} 1\n"), "{text}");
     }
 
@@ -447,8 +452,9 @@ mod tests {
     fn a_job_started_before_it_was_due_waited_zero() {
         let metrics = Metrics::new();
         metrics.job_started(&job(), 400);
-        let text = metrics.render(None);
-        assert!(text.contains("sluice_job_queue_wait_seconds_sum{kind=\"command\",queue=\"deploy\"} 0\n"), "{text}");
+        let scrape = Scrape::parse(&metrics.render(None));
+        assert_eq!(scrape.histogram_count("sluice_job_queue_wait_seconds", &JOB), 1.0);
+        assert_eq!(scrape.histogram_sum("sluice_job_queue_wait_seconds", &JOB), 0.0);
     }
 
     #[test]

@@ -92,4 +92,16 @@ impl Scrape {
         }
         total
     }
+
+    /// The sum of the observations of the histogram `name` over the series whose labels
+    /// include `labels` (its `_sum` samples; 0 when there is none).
+    pub fn histogram_sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let sum_name = format!("{name}_sum");
+        self.matching(&sum_name, labels)
+            .map(|s| match s.value {
+                Value::Untyped(v) | Value::Counter(v) => v,
+                ref other => panic!("{sum_name}: {other:?}"),
+            })
+            .sum()
+    }
 }
