@@ -8,6 +8,7 @@ mod client;
 mod config;
 mod events;
 mod files;
+mod metrics;
 mod private_redis;
 mod reload;
 mod serve;
@@ -80,11 +81,17 @@ enum Command {
         /// Overrides worker.concurrency.
         #[arg(long)]
         concurrency: Option<usize>,
+        /// Serves Prometheus metrics at http://ADDR/metrics (overrides metrics.listen).
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<String>,
     },
     /// The scheduler: promotes due delayed jobs and reclaims expired leases.
     Scheduler {
         #[command(flatten)]
         serve: ServeArgs,
+        /// Serves Prometheus metrics at http://ADDR/metrics (overrides metrics.listen).
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<String>,
     },
     /// Checks the configuration and every pipeline file; exits non-zero on any problem.
     Validate {
@@ -501,11 +508,12 @@ fn main() {
             let extra = listen.map(|l| vec![("api.listen", l)]).unwrap_or_default();
             run_service(&serve, extra, serve::api)
         }
-        Command::Worker { serve, queues, concurrency } => {
+        Command::Worker { serve, queues, concurrency, metrics_listen } => {
             let mut extra = Vec::new();
             if let Some(c) = concurrency {
                 extra.push(("worker.concurrency", c.to_string()));
             }
+            extra.extend(metrics_listen.map(|a| ("metrics.listen", a)));
             let queues = queues.clone();
             run_service(&serve, extra, move |mut cfg, _base, shutdown| async move {
                 if let Some(q) = queues {
@@ -514,7 +522,10 @@ fn main() {
                 serve::worker(cfg, shutdown).await
             })
         }
-        Command::Scheduler { serve } => run_service(&serve, Vec::new(), |cfg, _base, shutdown| serve::scheduler(cfg, shutdown)),
+        Command::Scheduler { serve, metrics_listen } => {
+            let extra = metrics_listen.map(|a| vec![("metrics.listen", a)]).unwrap_or_default();
+            run_service(&serve, extra, |cfg, _base, shutdown| serve::scheduler(cfg, shutdown))
+        }
         Command::Validate { serve, files } => validate(&serve, &files),
         Command::Pipeline { command: PipelineCommand::Apply { file }, client } => {
             let json = client.json;

@@ -64,17 +64,23 @@ pub async fn load_pipelines(engine: &Engine, c: &Config, base: &Path) -> anyhow:
 
 /// `sluice worker`
 pub async fn worker(c: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let metrics = crate::metrics::Endpoint::bind(&c).await?;
     let engine = connect(&c, &shutdown).await?;
+    let metrics = metrics.serve(engine.metrics().clone(), &shutdown);
     let worker = sluice_worker::Worker::new(engine, config::worker_config(&c))?;
     worker.run(async move { shutdown.cancelled().await }).await;
+    metrics.stopped().await;
     Ok(())
 }
 
 /// `sluice scheduler`
 pub async fn scheduler(c: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let metrics = crate::metrics::Endpoint::bind(&c).await?;
     let engine = connect(&c, &shutdown).await?;
+    let metrics = metrics.serve(engine.metrics().clone(), &shutdown);
     let sc = sluice_scheduler::SchedulerConfig { tick: c.scheduler.tick, ..Default::default() };
     sluice_scheduler::run(engine, sc, async move { shutdown.cancelled().await }).await;
+    metrics.stopped().await;
     Ok(())
 }
 
