@@ -21,26 +21,33 @@
 
 use std::time::Duration;
 
-use prometheus::{Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
-use sluice_core::job::{Job, NewJob, Settlement};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
+};
 use sluice_core::Millis;
+use sluice_core::job::{Job, NewJob, Settlement};
 
 /// The `Content-Type` of [`Metrics::render`]'s text: the Prometheus text format 0.0.4.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Upper bounds (seconds) of the job duration buckets: from a no-op to a three-hour command.
 const DURATION_BUCKETS: &[f64] = &[
-    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 10800.0,
+    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
+    3600.0, 10800.0,
 ];
 
 /// Upper bounds (seconds) of the queue wait buckets: from a job leased at once to an hour
 /// behind.
-const WAIT_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0];
+const WAIT_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+];
 
 /// Upper bounds (seconds) of the Redis round-trip buckets: 100 µs to the default 5 s
 /// response timeout.
-const ROUND_TRIP_BUCKETS: &[f64] =
-    &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+const ROUND_TRIP_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
 
 /// The time from `from` to `to` (zero when `to` is earlier).
 pub fn elapsed(from: Millis, to: Millis) -> Duration {
@@ -65,8 +72,13 @@ pub enum JobOutcome {
 
 impl JobOutcome {
     /// Every outcome.
-    pub const ALL: [JobOutcome; 5] =
-        [JobOutcome::Started, JobOutcome::Completed, JobOutcome::Failed, JobOutcome::Retried, JobOutcome::Cancelled];
+    pub const ALL: [JobOutcome; 5] = [
+        JobOutcome::Started,
+        JobOutcome::Completed,
+        JobOutcome::Failed,
+        JobOutcome::Retried,
+        JobOutcome::Cancelled,
+    ];
 
     /// The label value.
     pub fn as_str(self) -> &'static str {
@@ -106,7 +118,12 @@ pub enum GatePoll {
 
 impl GatePoll {
     /// Every result.
-    pub const ALL: [GatePoll; 4] = [GatePoll::Pass, GatePoll::Pending, GatePoll::Fail, GatePoll::Error];
+    pub const ALL: [GatePoll; 4] = [
+        GatePoll::Pass,
+        GatePoll::Pending,
+        GatePoll::Fail,
+        GatePoll::Error,
+    ];
 
     /// The label value.
     pub fn as_str(self) -> &'static str {
@@ -198,8 +215,13 @@ fn histogram_opts(name: &str, help: &str, buckets: &[f64]) -> HistogramOpts {
 
 /// Registers `collector` in `registry` and gives it back. Every name is fixed, so a clash is
 /// a bug that any test constructing [`Metrics`] finds.
-fn registered<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, collector: C) -> C {
-    registry.register(Box::new(collector.clone())).expect("metric names are fixed and distinct");
+fn registered<C: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    collector: C,
+) -> C {
+    registry
+        .register(Box::new(collector.clone()))
+        .expect("metric names are fixed and distinct");
     collector
 }
 
@@ -210,14 +232,28 @@ impl Metrics {
         let registry = Registry::new();
         let r = &registry;
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {
-            registered(r, IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+            registered(
+                r,
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
         };
         let histogram_vec = |name: &str, help: &str, buckets: &[f64]| {
-            registered(r, HistogramVec::new(histogram_opts(name, help, buckets), &["queue", "kind"]).expect("valid metric"))
+            registered(
+                r,
+                HistogramVec::new(histogram_opts(name, help, buckets), &["queue", "kind"])
+                    .expect("valid metric"),
+            )
         };
         let build = registered(
             r,
-            IntGaugeVec::new(Opts::new("sluice_build_info", "The running sluice version (always 1)."), &["version"]).expect("valid metric"),
+            IntGaugeVec::new(
+                Opts::new(
+                    "sluice_build_info",
+                    "The running sluice version (always 1).",
+                ),
+                &["version"],
+            )
+            .expect("valid metric"),
         );
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         let metrics = Self {
@@ -264,7 +300,9 @@ impl Metrics {
     }
 
     fn count(&self, queue: &str, kind: &str, outcome: JobOutcome) {
-        self.jobs.with_label_values(&[queue, kind, outcome.as_str()]).inc();
+        self.jobs
+            .with_label_values(&[queue, kind, outcome.as_str()])
+            .inc();
     }
 
     /// An attempt of `job` started at `now`: counts it, and how long the job waited since
@@ -272,7 +310,9 @@ impl Metrics {
     pub fn job_started(&self, job: &Job, now: Millis) {
         self.count(&job.queue, &job.kind, JobOutcome::Started);
         let waited = elapsed(job.scheduled_at, now);
-        self.queue_wait.with_label_values(&[&job.queue, &job.kind]).observe(waited.as_secs_f64());
+        self.queue_wait
+            .with_label_values(&[&job.queue, &job.kind])
+            .observe(waited.as_secs_f64());
     }
 
     /// An attempt of `job` that ran for `ran` was settled with `settlement`. An attempt
@@ -286,7 +326,9 @@ impl Metrics {
     /// An attempt of `job` that ran for `ran` ended with `outcome`.
     pub fn attempt_ended(&self, job: &Job, outcome: JobOutcome, ran: Duration) {
         self.count(&job.queue, &job.kind, outcome);
-        self.duration.with_label_values(&[&job.queue, &job.kind]).observe(ran.as_secs_f64());
+        self.duration
+            .with_label_values(&[&job.queue, &job.kind])
+            .observe(ran.as_secs_f64());
     }
 
     /// The pending `job` was cancelled (it never ran, so no duration).
@@ -313,7 +355,8 @@ impl Metrics {
 
     /// `n` expired leases were reclaimed.
     pub fn leases_reclaimed(&self, n: usize) {
-        self.lease_reclaims.inc_by(u64::try_from(n).unwrap_or(u64::MAX));
+        self.lease_reclaims
+            .inc_by(u64::try_from(n).unwrap_or(u64::MAX));
     }
 
     /// One call to Redis took `took`.
@@ -324,7 +367,9 @@ impl Metrics {
     /// A schedule fired (or its fire was skipped). For the scheduler: call it once per
     /// fire it decided, with what became of it.
     pub fn schedule_fired(&self, outcome: ScheduleFire) {
-        self.schedule_fires.with_label_values(&[outcome.as_str()]).inc();
+        self.schedule_fires
+            .with_label_values(&[outcome.as_str()])
+            .inc();
     }
 
     /// The exposition ([`CONTENT_TYPE`]): this process's metrics and, when given, the
@@ -336,7 +381,9 @@ impl Metrics {
             families.sort_by(|a, b| a.name().cmp(b.name()));
         }
         let mut out = Vec::new();
-        prometheus::TextEncoder::new().encode(&families, &mut out).expect("metric families encode as text");
+        prometheus::TextEncoder::new()
+            .encode(&families, &mut out)
+            .expect("metric families encode as text");
         String::from_utf8(out).expect("the text format is UTF-8")
     }
 }
@@ -346,31 +393,63 @@ fn cluster_families(cluster: &Cluster) -> Vec<prometheus::proto::MetricFamily> {
     let registry = Registry::new();
     let r = &registry;
     let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
-        registered(r, IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+        registered(
+            r,
+            IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
+        )
     };
-    let depth = gauge_vec("sluice_queue_jobs", "Jobs of each queue by state, in the whole deployment.", &["queue", "state"]);
+    let depth = gauge_vec(
+        "sluice_queue_jobs",
+        "Jobs of each queue by state, in the whole deployment.",
+        &["queue", "state"],
+    );
     let oldest = registered(
         r,
         prometheus::GaugeVec::new(
-            Opts::new("sluice_queue_oldest_ready_age_seconds", "How long the oldest ready job of each queue has waited (0: none ready)."),
+            Opts::new(
+                "sluice_queue_oldest_ready_age_seconds",
+                "How long the oldest ready job of each queue has waited (0: none ready).",
+            ),
             &["queue"],
         )
         .expect("valid metric"),
     );
-    let paused = gauge_vec("sluice_queue_paused", "Whether leasing from each queue is paused (1) or not (0).", &["queue"]);
-    let executions = gauge_vec("sluice_executions", "Executions by status, in the whole deployment.", &["status"]);
+    let paused = gauge_vec(
+        "sluice_queue_paused",
+        "Whether leasing from each queue is paused (1) or not (0).",
+        &["queue"],
+    );
+    let executions = gauge_vec(
+        "sluice_executions",
+        "Executions by status, in the whole deployment.",
+        &["status"],
+    );
     let workers = registered(
         r,
-        IntGauge::with_opts(Opts::new("sluice_workers_live", "Worker processes heard from recently, in the whole deployment."))
-            .expect("valid metric"),
+        IntGauge::with_opts(Opts::new(
+            "sluice_workers_live",
+            "Worker processes heard from recently, in the whole deployment.",
+        ))
+        .expect("valid metric"),
     );
     let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     for q in &cluster.queues {
-        for (state, n) in [("ready", q.ready), ("delayed", q.delayed), ("reserved", q.reserved), ("running", q.running)] {
-            depth.with_label_values(&[q.queue.as_str(), state]).set(int(n));
+        for (state, n) in [
+            ("ready", q.ready),
+            ("delayed", q.delayed),
+            ("reserved", q.reserved),
+            ("running", q.running),
+        ] {
+            depth
+                .with_label_values(&[q.queue.as_str(), state])
+                .set(int(n));
         }
-        oldest.with_label_values(&[q.queue.as_str()]).set(q.oldest_ready_age.as_secs_f64());
-        paused.with_label_values(&[q.queue.as_str()]).set(i64::from(q.paused));
+        oldest
+            .with_label_values(&[q.queue.as_str()])
+            .set(q.oldest_ready_age.as_secs_f64());
+        paused
+            .with_label_values(&[q.queue.as_str()])
+            .set(i64::from(q.paused));
     }
     for (status, n) in &cluster.executions {
         executions.with_label_values(&[*status]).set(int(*n));
@@ -408,14 +487,29 @@ mod tests {
     fn fresh_metrics_show_the_fixed_series_at_zero() {
         let scrape = Scrape::parse(&Metrics::new().render(None));
         for poll in GatePoll::ALL {
-            assert_eq!(scrape.counter("sluice_gate_polls_total", &[("verdict", poll.as_str())]), 0.0);
+            assert_eq!(
+                scrape.counter("sluice_gate_polls_total", &[("verdict", poll.as_str())]),
+                0.0
+            );
         }
         for fire in ScheduleFire::ALL {
-            assert_eq!(scrape.counter("sluice_schedule_fires_total", &[("outcome", fire.as_str())]), 0.0);
+            assert_eq!(
+                scrape.counter("sluice_schedule_fires_total", &[("outcome", fire.as_str())]),
+                0.0
+            );
         }
         assert_eq!(scrape.counter("sluice_lease_reclaims_total", &[]), 0.0);
-        assert_eq!(scrape.gauge("sluice_build_info", &[("version", env!("CARGO_PKG_VERSION"))]), 1.0);
-        assert_eq!(scrape.histogram_count("sluice_redis_round_trip_seconds", &[]), 0.0);
+        assert_eq!(
+            scrape.gauge(
+                "sluice_build_info",
+                &[("version", env!("CARGO_PKG_VERSION"))]
+            ),
+            1.0
+        );
+        assert_eq!(
+            scrape.histogram_count("sluice_redis_round_trip_seconds", &[]),
+            0.0
+        );
     }
 
     #[test]
@@ -423,12 +517,32 @@ mod tests {
         let metrics = Metrics::new();
         let job = job();
         metrics.job_started(&job, 3_500);
-        let retry = Settlement::Retry { error: JobError::retryable("boom"), at: 9_000, delay_ms: 5_500 };
+        let retry = Settlement::Retry {
+            error: JobError::retryable("boom"),
+            at: 9_000,
+            delay_ms: 5_500,
+        };
         metrics.attempt_settled(&job, &retry, Duration::from_millis(250));
         // The retry is due at 9 000 and starts then.
-        metrics.job_started(&Job { scheduled_at: 9_000, ..job.clone() }, 9_000);
-        metrics.attempt_settled(&job, &Settlement::Deferred { deadline: 20_000 }, Duration::from_secs(1));
-        metrics.attempt_settled(&job, &Settlement::Completed { output: json!(null) }, Duration::from_secs(2));
+        metrics.job_started(
+            &Job {
+                scheduled_at: 9_000,
+                ..job.clone()
+            },
+            9_000,
+        );
+        metrics.attempt_settled(
+            &job,
+            &Settlement::Deferred { deadline: 20_000 },
+            Duration::from_secs(1),
+        );
+        metrics.attempt_settled(
+            &job,
+            &Settlement::Completed {
+                output: json!(null),
+            },
+            Duration::from_secs(2),
+        );
         metrics.attempt_ended(&job, JobOutcome::Cancelled, Duration::from_secs(3));
         metrics.pending_job_cancelled(&job);
 
@@ -440,11 +554,23 @@ mod tests {
         assert_eq!(scrape.counter("sluice_jobs_total", &jobs("cancelled")), 2.0);
         assert_eq!(scrape.counter("sluice_jobs_total", &jobs("failed")), 0.0);
         // The deferred settlement counted nothing; the pending cancel has no duration.
-        assert_eq!(scrape.histogram_count("sluice_job_duration_seconds", &JOB), 3.0);
-        assert_eq!(scrape.histogram_sum("sluice_job_duration_seconds", &JOB), 5.25);
+        assert_eq!(
+            scrape.histogram_count("sluice_job_duration_seconds", &JOB),
+            3.0
+        );
+        assert_eq!(
+            scrape.histogram_sum("sluice_job_duration_seconds", &JOB),
+            5.25
+        );
         // Waits: 2.5 s after it was due, then 0 s.
-        assert_eq!(scrape.histogram_count("sluice_job_queue_wait_seconds", &JOB), 2.0);
-        assert_eq!(scrape.histogram_sum("sluice_job_queue_wait_seconds", &JOB), 2.5);
+        assert_eq!(
+            scrape.histogram_count("sluice_job_queue_wait_seconds", &JOB),
+            2.0
+        );
+        assert_eq!(
+            scrape.histogram_sum("sluice_job_queue_wait_seconds", &JOB),
+            2.5
+        );
         assert!(text.contains("sluice_job_queue_wait_seconds_bucket{kind=\"command\",queue=\"deploy\",le=\"0.005\"} 1\n"), "{text}");
     }
 
@@ -453,8 +579,14 @@ mod tests {
         let metrics = Metrics::new();
         metrics.job_started(&job(), 400);
         let scrape = Scrape::parse(&metrics.render(None));
-        assert_eq!(scrape.histogram_count("sluice_job_queue_wait_seconds", &JOB), 1.0);
-        assert_eq!(scrape.histogram_sum("sluice_job_queue_wait_seconds", &JOB), 0.0);
+        assert_eq!(
+            scrape.histogram_count("sluice_job_queue_wait_seconds", &JOB),
+            1.0
+        );
+        assert_eq!(
+            scrape.histogram_sum("sluice_job_queue_wait_seconds", &JOB),
+            0.0
+        );
     }
 
     #[test]
@@ -467,7 +599,11 @@ mod tests {
             }))
             .unwrap()
         };
-        metrics.jobs_enqueued(&[new_job("deploy", "command"), new_job("deploy", "gate"), new_job("deploy", "command")]);
+        metrics.jobs_enqueued(&[
+            new_job("deploy", "command"),
+            new_job("deploy", "gate"),
+            new_job("deploy", "command"),
+        ]);
         metrics.job_enqueued("default", "noop");
         metrics.gate_polled(GatePoll::Pending);
         metrics.gate_polled(GatePoll::Pending);
@@ -478,15 +614,39 @@ mod tests {
 
         let scrape = Scrape::parse(&metrics.render(None));
         assert_eq!(scrape.counter("sluice_jobs_enqueued_total", &JOB), 2.0);
-        assert_eq!(scrape.counter("sluice_jobs_enqueued_total", &[("queue", "deploy")]), 3.0);
-        assert_eq!(scrape.counter("sluice_jobs_enqueued_total", &[("kind", "noop")]), 1.0);
-        assert_eq!(scrape.counter("sluice_gate_polls_total", &[("verdict", "pending")]), 2.0);
-        assert_eq!(scrape.counter("sluice_gate_polls_total", &[("verdict", "error")]), 1.0);
-        assert_eq!(scrape.counter("sluice_gate_polls_total", &[("verdict", "pass")]), 0.0);
+        assert_eq!(
+            scrape.counter("sluice_jobs_enqueued_total", &[("queue", "deploy")]),
+            3.0
+        );
+        assert_eq!(
+            scrape.counter("sluice_jobs_enqueued_total", &[("kind", "noop")]),
+            1.0
+        );
+        assert_eq!(
+            scrape.counter("sluice_gate_polls_total", &[("verdict", "pending")]),
+            2.0
+        );
+        assert_eq!(
+            scrape.counter("sluice_gate_polls_total", &[("verdict", "error")]),
+            1.0
+        );
+        assert_eq!(
+            scrape.counter("sluice_gate_polls_total", &[("verdict", "pass")]),
+            0.0
+        );
         assert_eq!(scrape.counter("sluice_lease_reclaims_total", &[]), 3.0);
-        assert_eq!(scrape.histogram_count("sluice_redis_round_trip_seconds", &[]), 1.0);
-        assert_eq!(scrape.counter("sluice_schedule_fires_total", &[("outcome", "skipped")]), 1.0);
-        assert_eq!(scrape.counter("sluice_schedule_fires_total", &[("outcome", "fired")]), 0.0);
+        assert_eq!(
+            scrape.histogram_count("sluice_redis_round_trip_seconds", &[]),
+            1.0
+        );
+        assert_eq!(
+            scrape.counter("sluice_schedule_fires_total", &[("outcome", "skipped")]),
+            1.0
+        );
+        assert_eq!(
+            scrape.counter("sluice_schedule_fires_total", &[("outcome", "fired")]),
+            0.0
+        );
     }
 
     #[test]
@@ -507,22 +667,66 @@ mod tests {
                     oldest_ready_age: Duration::from_millis(1_500),
                     paused: true,
                 },
-                QueueFigures { queue: "default".into(), ..QueueFigures::default() },
+                QueueFigures {
+                    queue: "default".into(),
+                    ..QueueFigures::default()
+                },
             ],
             executions: vec![("running", 2), ("completed", 7)],
             workers_live: 2,
         };
         let scrape = Scrape::parse(&metrics.render(Some(&cluster)));
-        for (state, n) in [("ready", 4.0), ("delayed", 2.0), ("reserved", 1.0), ("running", 3.0)] {
-            assert_eq!(scrape.gauge("sluice_queue_jobs", &[("queue", "deploy"), ("state", state)]), n);
-            assert_eq!(scrape.gauge("sluice_queue_jobs", &[("queue", "default"), ("state", state)]), 0.0);
+        for (state, n) in [
+            ("ready", 4.0),
+            ("delayed", 2.0),
+            ("reserved", 1.0),
+            ("running", 3.0),
+        ] {
+            assert_eq!(
+                scrape.gauge(
+                    "sluice_queue_jobs",
+                    &[("queue", "deploy"), ("state", state)]
+                ),
+                n
+            );
+            assert_eq!(
+                scrape.gauge(
+                    "sluice_queue_jobs",
+                    &[("queue", "default"), ("state", state)]
+                ),
+                0.0
+            );
         }
-        assert_eq!(scrape.gauge("sluice_queue_oldest_ready_age_seconds", &[("queue", "deploy")]), 1.5);
-        assert_eq!(scrape.gauge("sluice_queue_oldest_ready_age_seconds", &[("queue", "default")]), 0.0);
-        assert_eq!(scrape.gauge("sluice_queue_paused", &[("queue", "deploy")]), 1.0);
-        assert_eq!(scrape.gauge("sluice_queue_paused", &[("queue", "default")]), 0.0);
-        assert_eq!(scrape.gauge("sluice_executions", &[("status", "running")]), 2.0);
-        assert_eq!(scrape.gauge("sluice_executions", &[("status", "completed")]), 7.0);
+        assert_eq!(
+            scrape.gauge(
+                "sluice_queue_oldest_ready_age_seconds",
+                &[("queue", "deploy")]
+            ),
+            1.5
+        );
+        assert_eq!(
+            scrape.gauge(
+                "sluice_queue_oldest_ready_age_seconds",
+                &[("queue", "default")]
+            ),
+            0.0
+        );
+        assert_eq!(
+            scrape.gauge("sluice_queue_paused", &[("queue", "deploy")]),
+            1.0
+        );
+        assert_eq!(
+            scrape.gauge("sluice_queue_paused", &[("queue", "default")]),
+            0.0
+        );
+        assert_eq!(
+            scrape.gauge("sluice_executions", &[("status", "running")]),
+            2.0
+        );
+        assert_eq!(
+            scrape.gauge("sluice_executions", &[("status", "completed")]),
+            7.0
+        );
         assert_eq!(scrape.gauge("sluice_workers_live", &[]), 2.0);
         // The process's own metrics are still there.
         assert_eq!(scrape.gauge("sluice_build_info", &[]), 1.0);
@@ -530,7 +734,9 @@ mod tests {
 
     #[test]
     fn the_strict_reader_refuses_what_is_not_prometheus_text() {
-        let refused = std::panic::catch_unwind(|| Scrape::parse("# TYPE a counter\na 1\n{\"not\": \"metrics\"}\n"));
+        let refused = std::panic::catch_unwind(|| {
+            Scrape::parse("# TYPE a counter\na 1\n{\"not\": \"metrics\"}\n")
+        });
         assert!(refused.is_err());
         let refused = std::panic::catch_unwind(|| Scrape::parse("# TYPE a counter\na one\n"));
         assert!(refused.is_err());

@@ -36,21 +36,27 @@ impl Endpoint {
     /// # Errors
     /// The address cannot be bound.
     pub async fn bind(c: &Config) -> anyhow::Result<Self> {
-        let Some(listen) = &c.metrics.listen else { return Ok(Self(None)) };
-        let listener =
-            TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen} (metrics.listen)"))?;
+        let Some(listen) = &c.metrics.listen else {
+            return Ok(Self(None));
+        };
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen} (metrics.listen)"))?;
         Ok(Self(Some(listener)))
     }
 
     /// Serves `metrics` until `shutdown` is cancelled.
     pub fn serve(self, metrics: Arc<Metrics>, shutdown: &CancellationToken) -> Serving {
-        let Some(listener) = self.0 else { return Serving(None) };
+        let Some(listener) = self.0 else {
+            return Serving(None);
+        };
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(metrics.listen = %addr, "serving metrics at /metrics");
         }
         let stop = shutdown.clone();
         Serving(Some(tokio::spawn(async move {
-            let served = axum::serve(listener, router(metrics)).with_graceful_shutdown(async move { stop.cancelled().await });
+            let served = axum::serve(listener, router(metrics))
+                .with_graceful_shutdown(async move { stop.cancelled().await });
             if let Err(e) = served.await {
                 tracing::error!(error = %e, "the metrics server stopped");
             }
@@ -69,9 +75,14 @@ impl Serving {
 
 /// `GET /metrics` and nothing else.
 fn router(metrics: Arc<Metrics>) -> Router {
-    Router::new().route("/metrics", get(scrape)).with_state(metrics)
+    Router::new()
+        .route("/metrics", get(scrape))
+        .with_state(metrics)
 }
 
 async fn scrape(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, sluice_store::metrics::CONTENT_TYPE)], metrics.render(None))
+    (
+        [(header::CONTENT_TYPE, sluice_store::metrics::CONTENT_TYPE)],
+        metrics.render(None),
+    )
 }

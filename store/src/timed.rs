@@ -30,7 +30,12 @@ impl TimedConnection {
     fn record<T>(&self, reply: &RedisResult<T>, started: Instant) {
         let answered = match reply {
             Ok(_) => true,
-            Err(e) => !(e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()),
+            Err(e) => {
+                !(e.is_io_error()
+                    || e.is_timeout()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal())
+            }
         };
         if answered {
             self.metrics.redis_round_trip(started.elapsed());
@@ -48,10 +53,18 @@ impl ConnectionLike for TimedConnection {
         })
     }
 
-    fn req_packed_commands<'a>(&'a mut self, pipeline: &'a Pipeline, offset: usize, count: usize) -> RedisFuture<'a, Vec<Value>> {
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
             let started = Instant::now();
-            let reply = self.inner.req_packed_commands(pipeline, offset, count).await;
+            let reply = self
+                .inner
+                .req_packed_commands(pipeline, offset, count)
+                .await;
             self.record(&reply, started);
             reply
         })

@@ -24,19 +24,29 @@ impl Scrape {
                 }
                 _ => true,
             };
-            assert!(understood, "line {} is not Prometheus text: {line:?}\n{text}", n + 1);
+            assert!(
+                understood,
+                "line {} is not Prometheus text: {line:?}\n{text}",
+                n + 1
+            );
         }
         let lines = text.lines().map(|l| Ok(l.to_string()));
         let scrape = prometheus_parse::Scrape::parse(lines).expect("the text parses");
         assert!(!scrape.samples.is_empty(), "no samples in:\n{text}");
-        Scrape { samples: scrape.samples }
+        Scrape {
+            samples: scrape.samples,
+        }
     }
 
     /// The samples named `name` whose labels include every pair of `labels`.
-    fn matching<'a>(&'a self, name: &'a str, labels: &'a [(&'a str, &'a str)]) -> impl Iterator<Item = &'a Sample> + 'a {
-        self.samples
-            .iter()
-            .filter(move |s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+    fn matching<'a>(
+        &'a self,
+        name: &'a str,
+        labels: &'a [(&'a str, &'a str)],
+    ) -> impl Iterator<Item = &'a Sample> + 'a {
+        self.samples.iter().filter(move |s| {
+            s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
+        })
     }
 
     /// The sum of the counter `name` over the series whose labels include `labels` (0 when
@@ -74,9 +84,18 @@ impl Scrape {
     pub fn histogram_count(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         let mut total = 0.0;
         for series in self.matching(name, labels) {
-            let Value::Histogram(buckets) = &series.value else { panic!("{name} is not a histogram: {series:?}") };
-            let inf = buckets.iter().find(|b| b.less_than.is_infinite()).map(|b| b.count);
-            let series_labels: Vec<(&str, &str)> = series.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let Value::Histogram(buckets) = &series.value else {
+                panic!("{name} is not a histogram: {series:?}")
+            };
+            let inf = buckets
+                .iter()
+                .find(|b| b.less_than.is_infinite())
+                .map(|b| b.count);
+            let series_labels: Vec<(&str, &str)> = series
+                .labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
             let count_name = format!("{name}_count");
             let counts: Vec<f64> = self
                 .matching(&count_name, &series_labels)
@@ -87,7 +106,11 @@ impl Scrape {
                 })
                 .collect();
             assert_eq!(counts.len(), 1, "{count_name} {series_labels:?}");
-            assert_eq!(inf, Some(counts[0]), "{name} {series_labels:?}: the +Inf bucket is the count");
+            assert_eq!(
+                inf,
+                Some(counts[0]),
+                "{name} {series_labels:?}: the +Inf bucket is the count"
+            );
             total += counts[0];
         }
         total

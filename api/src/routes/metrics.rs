@@ -53,7 +53,10 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         }
     };
     let body = state.store().metrics().render(cluster.as_ref());
-    ([(header::CONTENT_TYPE, sluice_store::metrics::CONTENT_TYPE)], body)
+    (
+        [(header::CONTENT_TYPE, sluice_store::metrics::CONTENT_TYPE)],
+        body,
+    )
 }
 
 /// The cluster-wide figures, read now.
@@ -65,8 +68,17 @@ async fn cluster(state: &AppState) -> Result<Cluster, StoreError> {
     let workers = store.workers(now).await?;
     Ok(Cluster {
         queues: queues.iter().map(figures).collect(),
-        executions: executions.into_iter().map(|(status, n)| (status.as_str(), n)).collect(),
-        workers_live: u64::try_from(workers.iter().filter(|w| now - w.last_seen <= LIVE_WITHIN_MS).count()).unwrap_or(u64::MAX),
+        executions: executions
+            .into_iter()
+            .map(|(status, n)| (status.as_str(), n))
+            .collect(),
+        workers_live: u64::try_from(
+            workers
+                .iter()
+                .filter(|w| now - w.last_seen <= LIVE_WITHIN_MS)
+                .count(),
+        )
+        .unwrap_or(u64::MAX),
     })
 }
 
