@@ -178,10 +178,11 @@ impl Runtime {
         };
         guard.disarm();
         self.inflight.remove(&id);
-        let duration_ms = u64::try_from(started_at.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let ran = started_at.elapsed();
+        let duration_ms = u64::try_from(ran.as_millis()).unwrap_or(u64::MAX);
         match settled {
             Some(Settled::Applied(s)) => {
-                self.record_settled(&job, &outcome, &s, stopped, started_at.elapsed());
+                self.record_settled(&job, &outcome, &s, stopped, ran);
                 tracing::info!(job.id = %id, execution.id = job.execution_id.as_deref().unwrap_or(""), status = s.status().as_str(), duration_ms, "job settled");
             }
             Some(Settled::LeaseLost) => {
@@ -452,7 +453,8 @@ impl Drop for Guard {
                 ));
                 match rt.engine.settle(&job, &token, &outcome, None, 0).await {
                     Ok(Settled::Applied(settlement)) => {
-                        let ran = sluice_store::metrics::elapsed(job.started_at.unwrap_or(0), rt.engine.now());
+                        let now = rt.engine.now();
+                        let ran = sluice_store::metrics::elapsed(job.started_at.unwrap_or(now), now);
                         rt.record_settled(&job, &outcome, &settlement, false, ran);
                     }
                     Ok(Settled::LeaseLost) => {}
