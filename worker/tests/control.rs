@@ -1,7 +1,6 @@
 //! Operator actions against a real Redis and a real worker: retry resumes at the failed step,
 //! cancel kills a running command wherever it runs (and its worker counts the attempt as
-//! cancelled), pause holds the next step until resume,
-//! restart keeps earlier outputs.
+//! cancelled), pause holds the next step until resume, restart keeps earlier outputs.
 
 mod common;
 
