@@ -440,24 +440,25 @@ async fn the_engine_counts_external_starts_posted_results_reclaims_cancels_and_t
 }
 
 #[tokio::test]
-async fn a_call_redis_does_not_answer_is_not_a_round_trip() {
+async fn a_call_redis_does_not_answer_is_not_a_round_trip_and_a_shared_handle_sees_every_call() {
     let mut redis = RedisServer::start();
+    let shared = Arc::new(sluice_store::Metrics::new());
     let store = Store::connect(StoreConfig {
         url: redis.url(),
         response_timeout: std::time::Duration::from_millis(300),
         ..StoreConfig::default()
     })
     .await
-    .unwrap();
-    let round_trips = |store: &Store| {
-        Scrape::parse(&store.metrics().render(None)).histogram_count("sluice_redis_round_trip_seconds", &[])
-    };
+    .unwrap()
+    .with_metrics(shared.clone());
+    assert!(Arc::ptr_eq(store.metrics(), &shared));
+    let round_trips = || Scrape::parse(&shared.render(None)).histogram_count("sluice_redis_round_trip_seconds", &[]);
     store.ready().await.unwrap();
-    let answered = round_trips(&store);
+    let answered = round_trips();
     assert!(answered > 0.0);
     store.get_job("job_0_01ARZ3NDEKTSV4RRFFQ69G5FAV").await.unwrap();
-    assert_eq!(round_trips(&store), answered + 1.0, "one call, one round trip");
+    assert_eq!(round_trips(), answered + 1.0, "one call, one round trip");
     redis.stop();
     assert!(store.get_job("job_0_01ARZ3NDEKTSV4RRFFQ69G5FAV").await.is_err());
-    assert_eq!(round_trips(&store), answered + 1.0);
+    assert_eq!(round_trips(), answered + 1.0);
 }
