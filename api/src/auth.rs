@@ -26,7 +26,7 @@
 //! - with authentication disabled ([`Auth::disabled`]) every caller is
 //!   `{subject: "anonymous", role: admin}`; the binary only allows that on a loopback address.
 //!
-//! `/healthz` and `/readyz` are outside the `/v1` router and never ask for a token.
+//! `/healthz`, `/readyz` and `/metrics` are outside the `/v1` router and never ask for a token.
 
 use std::collections::BTreeSet;
 use std::fmt;

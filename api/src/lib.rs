@@ -7,14 +7,14 @@
 //!
 //! Layout:
 //! - [`auth`]: bearer tokens, roles and the one table of who may call which route; every
-//!   `/v1` route is behind its layer, the probes are not;
+//!   `/v1` route is behind its layer, the probes and `/metrics` are not;
 //! - [`error`]: the one place failures become `application/problem+json` responses, each
 //!   with a stable `code`;
 //! - `extract`: `Json`, `Path` and `Query` wrappers whose rejections are problems;
 //! - `fields`: field-by-field body checks that report every problem at once;
 //! - `views`: what clients see of records (no lease token, ever);
 //! - `routes`: the handlers, each registered together with its documentation, grouped into
-//!   the open routes (probes, the OpenAPI document) and the `/v1` API (the group the
+//!   the open routes (probes, metrics, the OpenAPI document) and the `/v1` API (the group the
 //!   authentication layer wraps);
 //! - `openapi`: the document's frame and the parts operations share.
 //!
@@ -101,8 +101,8 @@ impl AppState {
     }
 }
 
-/// The whole API: probes, the OpenAPI document, `/v1` routes, problem fallbacks, the body
-/// limit and request logging.
+/// The whole API: probes, metrics, the OpenAPI document, `/v1` routes, problem fallbacks,
+/// the body limit and request logging.
 pub fn router(state: AppState) -> Router {
     // The 405 fallback goes on after the authentication layer: a wrong method reaches no
     // handler, so it needs no token.

@@ -67,6 +67,10 @@ const TAGS: &[(&str, &str)] = &[
         "probes",
         "Liveness and readiness; open, for load balancers and supervisors.",
     ),
+    (
+        "metrics",
+        "Prometheus metrics of the process and of the deployment; open, for scrapers.",
+    ),
     ("openapi", "This document."),
 ];
 
@@ -335,7 +339,7 @@ mod tests {
         let document = serde_json::to_value(crate::openapi()).unwrap();
         for (path, item) in document["paths"].as_object().unwrap() {
             for (method, operation) in item.as_object().unwrap() {
-                let open = matches!(path.as_str(), "/healthz" | "/readyz" | DOCUMENT_PATH);
+                let open = matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics" | DOCUMENT_PATH);
                 let expected = if open {
                     Value::Null
                 } else {

@@ -323,7 +323,7 @@ async fn the_access_policy_has_a_rule_for_every_served_route() {
 }
 
 #[tokio::test]
-async fn probes_and_wrong_methods_need_no_token_and_unknown_paths_are_404() {
+async fn probes_metrics_and_wrong_methods_need_no_token_and_unknown_paths_are_404() {
     let (_redis, app) = api().await;
     for probe in ["/healthz", "/readyz"] {
         let (status, _, body) = call(&app, Method::GET, probe, None, None).await;
@@ -333,6 +333,9 @@ async fn probes_and_wrong_methods_need_no_token_and_unknown_paths_are_404() {
             "{probe}"
         );
     }
+    let (status, _, body) = call(&app, Method::GET, "/metrics", None, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.as_str().unwrap().contains("# TYPE sluice_gate_polls_total counter"), "{body}");
     let (status, headers, body) = call(&app, Method::DELETE, "/v1/jobs", None, None).await;
     assert_eq!(
         (status, &body["code"]),

@@ -12,7 +12,7 @@ use std::time::Duration;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::routing::post;
-use common::{Api, Reply, api};
+use common::{Api, Reply, api, run, settled, worker};
 use serde_json::{Value, json};
 use sluice_testkit::wait_until;
 
@@ -55,39 +55,6 @@ async fn service() -> (String, Arc<Mutex<Service>>) {
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (url, state)
-}
-
-/// A worker of queue `default` beside the API; stopped when the returned sender drops.
-fn worker(api: &Api) -> tokio::sync::oneshot::Sender<()> {
-    let config = sluice_worker::WorkerConfig {
-        concurrency: 2,
-        idle_poll: Duration::from_millis(100),
-        ..sluice_worker::WorkerConfig::default()
-    };
-    let worker = sluice_worker::Worker::new(api.engine.clone(), config).unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(worker.run(async move {
-        let _ = stopped.await;
-    }));
-    stop
-}
-
-/// Applies `pipeline` and starts it; the execution id.
-async fn run(api: &Api, pipeline: Value) -> String {
-    let id = pipeline["id"].as_str().unwrap().to_string();
-    let applied = api.call(Method::PUT, &format!("/v1/pipelines/{id}"), Some(pipeline)).await;
-    assert!(applied.status.is_success(), "{applied:?}");
-    let started = api.call(Method::POST, "/v1/executions", Some(json!({"pipeline": id, "input": {}}))).await;
-    assert_eq!(started.status, StatusCode::CREATED, "{started:?}");
-    started.body["id"].as_str().unwrap().to_string()
-}
-
-async fn settled(api: &Api, id: &str) -> Value {
-    wait_until(Duration::from_secs(20), "the execution to settle", || async {
-        let e = api.call(Method::GET, &format!("/v1/executions/{id}"), None).await.body;
-        (!matches!(e["status"].as_str(), Some("running" | "blocked" | "paused"))).then_some(e)
-    })
-    .await
 }
 
 /// `execution.step.completed` events of execution `id`.

@@ -57,6 +57,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Authentication of the HTTP API.
     pub auth: AuthSection,
+    /// The metrics endpoint of workers and schedulers.
+    pub metrics: MetricsConfig,
 }
 
 /// `[redis]`
@@ -89,6 +91,18 @@ impl Default for ApiConfig {
     fn default() -> Self {
         Self { listen: "127.0.0.1:7070".into() }
     }
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Where `sluice worker` and `sluice scheduler` serve Prometheus metrics (`GET /metrics`),
+    /// e.g. `127.0.0.1:9464`. Default: none (not served). Env `SLUICE_METRICS__LISTEN`; flag
+    /// `--metrics-listen`. The API serves `/metrics` on `api.listen` and does not use this key.
+    /// Every process needs its own address: set it per process (flag or environment), not in
+    /// a file that several processes of one host share.
+    pub listen: Option<String>,
 }
 
 /// `[pipelines]`
@@ -438,6 +452,12 @@ fn check_with(c: &Config, env: EnvLookup<'_>) -> anyhow::Result<()> {
     {
         problems.push(format!("api.listen `{}` is not an address such as 127.0.0.1:7070 or localhost:7070: {e}", c.api.listen));
     }
+    if let Some(listen) = &c.metrics.listen
+        && let Err(e) = listen.parse::<SocketAddr>()
+        && !is_localhost(listen)
+    {
+        problems.push(format!("metrics.listen `{listen}` is not an address such as 127.0.0.1:9464 or localhost:9464: {e}"));
+    }
     if !["auto", "human", "json"].contains(&c.log.format.as_str()) {
         problems.push(format!("log.format `{}` must be auto, human or json", c.log.format));
     }
@@ -647,6 +667,25 @@ mod tests {
     }
 
     #[test]
+    fn the_metrics_address_is_off_by_default_read_from_the_file_overridden_by_the_flag_and_checked() {
+        assert_eq!(parse("").unwrap().metrics.listen, None);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sluice.toml");
+        std::fs::write(&file, "[auth]\ndisabled = true\n\n[metrics]\nlisten = \"127.0.0.1:9464\"\n").unwrap();
+        let (config, _) = load(Some(&file), &Overrides::default()).unwrap();
+        assert_eq!(config.metrics.listen.as_deref(), Some("127.0.0.1:9464"));
+        // `--metrics-listen` reaches the loader as this override.
+        let flag = Overrides(vec![("metrics.listen", "localhost:9465".into())]);
+        let (config, _) = load(Some(&file), &flag).unwrap();
+        assert_eq!(config.metrics.listen.as_deref(), Some("localhost:9465"));
+        let bad = Overrides(vec![("metrics.listen", "9464".into())]);
+        let err = load(Some(&file), &bad).unwrap_err().to_string();
+        assert!(err.contains("metrics.listen `9464` is not an address"), "{err}");
+        let err = parse("[metrics]\nport = 9464\n").unwrap_err().to_string();
+        assert!(err.contains("port"), "{err}");
+    }
+
+    #[test]
     fn auth_can_be_turned_off_with_a_string_as_the_environment_gives_it() {
         // `SLUICE_AUTH__DISABLED=true` reaches the builder as this override.
         let config: Config = config::Config::builder()
@@ -712,7 +751,7 @@ mod tests {
         let mut all = Vec::new();
         keys("", &serde_json::to_value(&config).unwrap(), &mut all);
         let reference = include_str!("../../docs/CONFIGURATION.md");
-        let sections = ["redis", "api", "pipelines", "worker", "scheduler", "events", "log", "auth"];
+        let sections = ["redis", "api", "pipelines", "worker", "metrics", "scheduler", "events", "log", "auth"];
         let missing: Vec<&String> = all
             .iter()
             .filter(|k| !sections.contains(&k.as_str()))

@@ -9,6 +9,7 @@ mod client;
 mod config;
 mod events;
 mod files;
+mod metrics;
 mod private_redis;
 mod reload;
 mod serve;
@@ -82,11 +83,17 @@ enum Command {
         /// Overrides worker.concurrency.
         #[arg(long)]
         concurrency: Option<usize>,
+        /// Serves Prometheus metrics at http://ADDR/metrics (overrides metrics.listen).
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<String>,
     },
     /// The scheduler: promotes due delayed jobs and reclaims expired leases.
     Scheduler {
         #[command(flatten)]
         serve: ServeArgs,
+        /// Serves Prometheus metrics at http://ADDR/metrics (overrides metrics.listen).
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<String>,
     },
     /// The configuration.
     Config {
@@ -580,11 +587,12 @@ fn main() {
             let extra = listen.map(|l| vec![("api.listen", l)]).unwrap_or_default();
             run_service(&serve, extra, serve::api)
         }
-        Command::Worker { serve, queues, concurrency } => {
+        Command::Worker { serve, queues, concurrency, metrics_listen } => {
             let mut extra = Vec::new();
             if let Some(c) = concurrency {
                 extra.push(("worker.concurrency", c.to_string()));
             }
+            extra.extend(metrics_listen.map(|a| ("metrics.listen", a)));
             let queues = queues.clone();
             run_service(&serve, extra, move |mut cfg, _base, lifecycle| async move {
                 if let Some(q) = queues {
@@ -593,7 +601,10 @@ fn main() {
                 serve::worker(cfg, lifecycle).await
             })
         }
-        Command::Scheduler { serve } => run_service(&serve, Vec::new(), |cfg, _base, lifecycle| serve::scheduler(cfg, lifecycle)),
+        Command::Scheduler { serve, metrics_listen } => {
+            let extra = metrics_listen.map(|a| vec![("metrics.listen", a)]).unwrap_or_default();
+            run_service(&serve, extra, |cfg, _base, lifecycle| serve::scheduler(cfg, lifecycle))
+        }
         Command::Validate { serve, files } => validate(&serve, &files),
         Command::Config { command: ConfigCommand::Show { serve, json } } => config_show(&serve, json),
         Command::Pipeline { command: PipelineCommand::Apply { file }, client } => {

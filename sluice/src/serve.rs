@@ -86,11 +86,14 @@ pub async fn worker(c: Config, life: Lifecycle) -> anyhow::Result<()> {
     let mut wc = config::worker_config(&c);
     wc.liveness_interval = systemd.liveness_interval();
     let pulse = wc.pulse.clone();
+    let metrics = crate::metrics::Endpoint::bind(&c).await?;
     let supervision = systemd.supervise(first_beat(&pulse), Some(pulse), &shutdown);
     let result: anyhow::Result<()> = async {
         let engine = connect(&c, &shutdown).await?;
+        let metrics = metrics.serve(engine.metrics().clone(), &shutdown);
         let worker = sluice_worker::Worker::new(engine, wc)?;
         worker.run(async move { shutdown.cancelled().await }).await;
+        metrics.stopped().await;
         Ok(())
     }
     .await;
@@ -104,10 +107,13 @@ pub async fn scheduler(c: Config, life: Lifecycle) -> anyhow::Result<()> {
     let pulse = Pulse::new();
     let sc = sluice_scheduler::SchedulerConfig { tick: c.scheduler.tick, pulse: pulse.clone(), ..Default::default() };
     warn_slow_tick(&c, &systemd);
+    let metrics = crate::metrics::Endpoint::bind(&c).await?;
     let supervision = systemd.supervise(first_beat(&pulse), Some(pulse), &shutdown);
     let result: anyhow::Result<()> = async {
         let engine = connect(&c, &shutdown).await?;
+        let metrics = metrics.serve(engine.metrics().clone(), &shutdown);
         sluice_scheduler::run(engine, sc, async move { shutdown.cancelled().await }).await;
+        metrics.stopped().await;
         Ok(())
     }
     .await;

@@ -13,8 +13,14 @@
 //! posted result already settled is refused; a token that no longer holds the lease changes
 //! nothing. A post without a token is for the job's current attempt: it applies while the
 //! job runs (under whichever lease it runs), and is refused otherwise.
+//!
+//! **Metrics.** The engine records what it decides for jobs no worker of this process
+//! runs: attempts settled by a posted result or by a reclaim, expired leases reclaimed,
+//! pending jobs cancelled, and jobs started by external workers' leases (see
+//! [`sluice_metrics::Metrics`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use sluice_core::approval::{self, Vote, VoteRefusal, Voter};
 use serde_json::{Value, json};
@@ -24,7 +30,7 @@ use sluice_core::ids;
 use sluice_core::job::{self, Job, JobError, JobStatus, Outcome, Settlement};
 use sluice_core::{Clock, Execution, Millis};
 
-use crate::{CancelOutcome, Lane, Leased, OperateOutcome, ResultRecord, SettleOutcome, Store, StoreError};
+use crate::{CancelOutcome, Lane, Leased, Metrics, OperateOutcome, ResultRecord, SettleOutcome, Store, StoreError};
 
 /// Lost revision races tolerated in a row before giving up with [`StoreError::Contended`].
 const MAX_RACES: usize = 16;
@@ -167,6 +173,16 @@ impl Engine {
         self.clock.now_ms()
     }
 
+    /// The metrics of the process (the store's).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        self.store.metrics()
+    }
+
+    /// How long `job`'s current attempt has run at `now`.
+    fn ran(job: &Job, now: Millis) -> Duration {
+        crate::metrics::elapsed(job.started_at.unwrap_or(now), now)
+    }
+
     /// The next job id in `shard`.
     fn job_id(shard: u32) -> String {
         ids::new_id(ids::JOB, shard)
@@ -270,6 +286,7 @@ impl Engine {
         let attempt = Attempt { job: &job, token, outcome: &posted.outcome };
         Ok(match self.commit(attempt, None, 0, Some(key)).await? {
             Committed::Applied(settlement, answer) => {
+                self.metrics().attempt_settled(&job, &settlement, Self::ran(&job, self.now()));
                 tracing::info!(job.id = %id, status = settlement.status().as_str(), "posted result applied");
                 ResultPosted::Applied(answer.unwrap_or(Value::Null))
             }
@@ -308,7 +325,9 @@ impl Engine {
             };
             out.jobs.extend(leased.jobs);
         }
+        let now = self.now();
         for job in &mut out.jobs {
+            self.metrics().job_started(job, job.started_at.unwrap_or(now));
             self.add_context(job).await?;
         }
         Ok(out)
@@ -351,6 +370,7 @@ impl Engine {
             };
             match self.store.cancel(&job, &plan, base.as_ref(), now).await? {
                 CancelOutcome::Cancelled => {
+                    self.metrics().pending_job_cancelled(&job);
                     let mut job = job;
                     job.status = JobStatus::Cancelled;
                     job.lease = None;
@@ -436,14 +456,16 @@ impl Engine {
                 "lease expired: the worker holding the job stopped heartbeating"
             }));
             match self.settle(&job, &token, &outcome, None, now).await {
-                Ok(Settled::Applied(_)) => {
+                Ok(Settled::Applied(settlement)) => {
                     failed += 1;
+                    self.metrics().attempt_settled(&job, &settlement, Self::ran(&job, now));
                     tracing::info!(job.id = %id, queue = %job.queue, attempt = job.attempts, "reclaimed an expired lease as a failed attempt");
                 }
                 Ok(Settled::LeaseLost) => {}
                 Err(e) => tracing::warn!(job.id = %id, error = %e, "cannot reclaim an expired lease"),
             }
         }
+        self.metrics().leases_reclaimed(released + failed);
         Ok((released, failed))
     }
 }

@@ -1,12 +1,12 @@
-//! Executions: start (target slot, idempotency key, first job, events in one script) and
-//! reads.
+//! Executions: start (target slot, idempotency key, first job, events in one script),
+//! reads, and counts by status.
 
 use std::collections::HashMap;
 
 use redis::Value as RValue;
 use serde_json::json;
 use sluice_core::execution::{self, Plan, StartRequest};
-use sluice_core::{Execution, Millis, ids};
+use sluice_core::{Execution, ExecutionStatus, Millis, ids};
 
 use crate::plan::{self, KeyList};
 use crate::{Store, StoreError, codec, contract};
@@ -55,7 +55,10 @@ impl Store {
             _ => None,
         };
         match word(0).as_deref() {
-            Some("ok") => Ok(OperateOutcome::Applied),
+            Some("ok") => {
+                self.metrics().jobs_enqueued(&plan.jobs);
+                Ok(OperateOutcome::Applied)
+            }
             Some("conflict") => Ok(OperateOutcome::Conflict(match reply.get(1) {
                 Some(RValue::Int(n)) => u64::try_from(*n).unwrap_or(0),
                 _ => 0,
@@ -104,6 +107,7 @@ impl Store {
         };
         match word(0).as_deref() {
             Some("ok") => {
+                self.metrics().jobs_enqueued(&plan.jobs);
                 let mut exec = plan.execution.ok_or_else(|| contract("start_execution", "no plan"))?;
                 exec.rev = 1;
                 Ok(StartOutcome::Started(exec))
@@ -142,5 +146,27 @@ impl Store {
             return Ok(None);
         }
         codec::execution_from_hash(&key, &map).map(Some)
+    }
+
+    /// How many executions are in each status, over every shard: every status, in the
+    /// order of [`ExecutionStatus::ALL`], with zeros (one pipeline of `ZCARD`s per shard on
+    /// the per-status indexes).
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn execution_counts(&self) -> Result<Vec<(ExecutionStatus, u64)>, StoreError> {
+        let mut counts = ExecutionStatus::ALL.map(|status| (status, 0u64));
+        let mut conn = self.conn.clone();
+        for shard in 0..self.shards() {
+            let mut pipe = redis::pipe();
+            for (status, _) in &counts {
+                pipe.zcard(self.keys.executions_by_status(shard, status.as_str()));
+            }
+            let sizes: Vec<u64> = pipe.query_async(&mut conn).await?;
+            for ((_, count), size) in counts.iter_mut().zip(sizes) {
+                *count += size;
+            }
+        }
+        Ok(counts.to_vec())
     }
 }

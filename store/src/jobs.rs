@@ -225,12 +225,13 @@ impl Store {
                 let mut inv = self.with_keys(&self.scripts.enqueue, keys, now);
                 inv.arg(plan.to_string());
                 let reply: Vec<RValue> = inv.invoke_async(&mut conn).await?;
-                for ((index, _), pair) in chunk.iter().zip(reply.chunks(2)) {
+                for ((index, job), pair) in chunk.iter().zip(reply.chunks(2)) {
                     let id = match pair.first() {
                         Some(RValue::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
                         other => return Err(contract("enqueue", other)),
                     };
                     out[*index] = if int_at(pair, 1) == Some(1) {
+                        self.metrics().job_enqueued(&job.queue, &job.kind);
                         EnqueueOutcome::Created(id)
                     } else {
                         EnqueueOutcome::Existing(id)
@@ -449,7 +450,10 @@ impl Store {
         let mut conn = self.conn.clone();
         let reply: Vec<RValue> = inv.invoke_async(&mut conn).await?;
         Ok(match status_reply("settle", &reply)?.as_str() {
-            "ok" => SettleOutcome::Applied,
+            "ok" => {
+                self.metrics().jobs_enqueued(&plan.jobs);
+                SettleOutcome::Applied
+            }
             "lease_lost" => SettleOutcome::LeaseLost,
             "conflict" => SettleOutcome::Conflict(u64::try_from(int_at(&reply, 1).unwrap_or(0)).unwrap_or(0)),
             "replay" => match reply.get(1) {
@@ -475,7 +479,10 @@ impl Store {
         let mut conn = self.conn.clone();
         let reply: Vec<RValue> = inv.invoke_async(&mut conn).await?;
         Ok(match status_reply("cancel", &reply)?.as_str() {
-            "ok" => CancelOutcome::Cancelled,
+            "ok" => {
+                self.metrics().jobs_enqueued(&plan.jobs);
+                CancelOutcome::Cancelled
+            }
             "not_found" => CancelOutcome::NotFound,
             "not_pending" => {
                 let status = match reply.get(1) {

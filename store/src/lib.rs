@@ -10,6 +10,10 @@
 //! - [`Pulse`] counts a service loop's successful rounds against Redis, for a supervisor
 //!   such as the systemd watchdog.
 //!
+//! - The store carries the process's [`Metrics`] ([`Store::metrics`]): it times its Redis
+//!   calls (`timed`) and counts the jobs its commits create; the engine and the worker
+//!   record the rest through the same handle.
+//!
 //! Invariants: every write by a lease holder is fenced by its token; every execution write
 //! is a compare-and-set on its revision; scripts never read the clock or decide anything,
 //! `now` and every decision arrive as arguments.
@@ -26,11 +30,15 @@ mod queues;
 mod plan;
 mod pulse;
 mod scripts;
+mod timed;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+/// The metrics vocabulary (`sluice-metrics`), for the crates that record through the store.
+pub use sluice_metrics as metrics;
+pub use sluice_metrics::Metrics;
 
 pub use executions::{OperateOutcome, StartOutcome};
 pub use jobs::{
@@ -109,10 +117,10 @@ impl Default for StoreConfig {
 }
 
 /// A handle on the store. Cheap to clone; clones share one multiplexed connection that
-/// reconnects on its own with backoff.
+/// reconnects on its own with backoff, and one [`Metrics`].
 #[derive(Clone)]
 pub struct Store {
-    pub(crate) conn: ConnectionManager,
+    pub(crate) conn: timed::TimedConnection,
     pub(crate) client: redis::Client,
     pub(crate) keys: Keys,
     pub(crate) scripts: Arc<scripts::Scripts>,
@@ -126,7 +134,8 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Connects (the first connection must succeed; later drops are reconnected).
+    /// Connects (the first connection must succeed; later drops are reconnected), with
+    /// metrics of its own (see [`Store::with_metrics`]).
     ///
     /// # Errors
     /// The URL is invalid or Redis cannot be reached.
@@ -137,8 +146,22 @@ impl Store {
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_max_delay(Duration::from_secs(2));
         let conn = ConnectionManager::new_with_config(client.clone(), manager_config).await?;
+        let conn = timed::TimedConnection::new(conn, Arc::default());
         let keys = Keys::new(config.prefix.clone(), config.shards);
         Ok(Self { conn, client, keys, scripts: Arc::new(scripts::Scripts::load()), config: Arc::new(config) })
+    }
+
+    /// The same store recording into `metrics`: the handle a process shares between its
+    /// roles (`sluice up` runs the API, the scheduler and a worker over one store).
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.conn.metrics = metrics;
+        self
+    }
+
+    /// The metrics this store, and the engine and worker over it, record into.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.conn.metrics
     }
 
     /// The key builder.

@@ -1,7 +1,7 @@
 //! The two lanes of a queue and the results external workers post, against a real
 //! `redis-server` started by the test kit: a job waits in the lane its kind decides, each
 //! lease reads only its own lane, and a posted result is applied once per attempt whatever
-//! is posted again.
+//! is posted again. The engine's metrics count what it decides for these jobs.
 
 use std::sync::Arc;
 
@@ -16,6 +16,7 @@ use sluice_core::{ExecutionStatus, FakeClock, StepStatus};
 use sluice_store::engine::{Acted, Cancelled, Engine, PostedResult, ResultPosted, Settled};
 use sluice_store::{AWAITING_RESULT, JobStart, Lane, SettleOutcome, StartOutcome, Store, StoreConfig};
 use sluice_testkit::RedisServer;
+use sluice_testkit::metrics::Scrape;
 use sluice_testkit::redis::Commands;
 
 const T0: i64 = 1_700_000_000_000;
@@ -380,4 +381,84 @@ async fn concurrent_posts_of_one_result_apply_it_once_and_all_get_its_answer() {
     }
     assert_eq!(applied, 16);
     assert_eq!(count(&event_kinds(engine.store()).await, "job.completed", &job.id), 1);
+}
+
+/// The jobs-by-outcome counter of queue `q`, kind `resize-image`.
+fn resize(scrape: &Scrape, outcome: &str) -> f64 {
+    scrape.counter("sluice_jobs_total", &[("queue", "q"), ("kind", "resize-image"), ("outcome", outcome)])
+}
+
+#[tokio::test]
+async fn the_engine_counts_external_starts_posted_results_reclaims_cancels_and_the_jobs_it_creates() {
+    let redis = RedisServer::start();
+    let (engine, clock) = engine(&redis).await;
+    let metrics = || Scrape::parse(&engine.metrics().render(None));
+    let labels = [("queue", "q"), ("kind", "resize-image")];
+
+    // Leased 2 s after it was due, failed after 0.5 s.
+    let job = new_job("q", "resize-image");
+    engine.store().enqueue(std::slice::from_ref(&job), engine.now()).await.unwrap();
+    clock.advance(2_000);
+    let t1 = token(&engine.lease_external("q", "ext", 1, TTL).await.unwrap().jobs[0]);
+    clock.advance(500);
+    let failure = Outcome::Failed(JobError::retryable("the disk was full"));
+    engine.post_result(&job.id, &posted("a1", Some(&t1), failure)).await.unwrap();
+    let once = metrics();
+    assert_eq!(once.counter("sluice_jobs_enqueued_total", &labels), 1.0);
+    assert_eq!((resize(&once, "started"), resize(&once, "retried")), (1.0, 1.0));
+    assert_eq!(once.histogram_sum("sluice_job_queue_wait_seconds", &labels), 2.0);
+    assert_eq!(once.histogram_sum("sluice_job_duration_seconds", &labels), 0.5);
+    // A repeated post changes nothing, so counts nothing.
+    engine.post_result(&job.id, &posted("a1", Some(&t1), Outcome::Completed(json!(1)))).await.unwrap();
+    assert_eq!(resize(&metrics(), "retried"), 1.0);
+
+    // The retry is leased when due (no wait), and its lease expires: reclaimed, retried again.
+    clock.advance(1_000);
+    assert_eq!(engine.lease_external("q", "ext", 1, TTL).await.unwrap().jobs.len(), 1);
+    clock.advance(TTL + 1);
+    assert_eq!(engine.reclaim(0, 10).await.unwrap(), (0, 1));
+    let reclaimed = metrics();
+    assert_eq!(reclaimed.counter("sluice_lease_reclaims_total", &[]), 1.0);
+    assert_eq!((resize(&reclaimed, "started"), resize(&reclaimed, "retried")), (2.0, 2.0));
+    assert_eq!(reclaimed.histogram_sum("sluice_job_queue_wait_seconds", &labels), 2.0);
+    assert_eq!(reclaimed.histogram_sum("sluice_job_duration_seconds", &labels), 0.5 + (TTL + 1) as f64 / 1000.0);
+
+    // A pending job cancelled: counted as cancelled, with no duration.
+    let pending = new_job("q", "resize-image");
+    engine.store().enqueue(std::slice::from_ref(&pending), engine.now()).await.unwrap();
+    assert!(matches!(engine.cancel_job(&pending.id).await.unwrap(), Cancelled::Cancelled(_)));
+    let cancelled = metrics();
+    assert_eq!(resize(&cancelled, "cancelled"), 1.0);
+    assert_eq!(cancelled.histogram_count("sluice_job_duration_seconds", &labels), 2.0);
+    assert_eq!(cancelled.counter("sluice_jobs_enqueued_total", &labels), 2.0);
+
+    // An execution's first job is counted when the start commits.
+    start_execution(&engine, vec![step("only", StepKind::Noop { output: None })]).await;
+    let started = metrics();
+    assert_eq!(started.counter("sluice_jobs_enqueued_total", &[("queue", "default"), ("kind", "noop")]), 1.0);
+    assert!(started.histogram_count("sluice_redis_round_trip_seconds", &[]) > 0.0);
+}
+
+#[tokio::test]
+async fn a_call_redis_does_not_answer_is_not_a_round_trip_and_a_shared_handle_sees_every_call() {
+    let mut redis = RedisServer::start();
+    let shared = Arc::new(sluice_store::Metrics::new());
+    let store = Store::connect(StoreConfig {
+        url: redis.url(),
+        response_timeout: std::time::Duration::from_millis(300),
+        ..StoreConfig::default()
+    })
+    .await
+    .unwrap()
+    .with_metrics(shared.clone());
+    assert!(Arc::ptr_eq(store.metrics(), &shared));
+    let round_trips = || Scrape::parse(&shared.render(None)).histogram_count("sluice_redis_round_trip_seconds", &[]);
+    store.ready().await.unwrap();
+    let answered = round_trips();
+    assert!(answered > 0.0);
+    store.get_job("job_0_01ARZ3NDEKTSV4RRFFQ69G5FAV").await.unwrap();
+    assert_eq!(round_trips(), answered + 1.0, "one call, one round trip");
+    redis.stop();
+    assert!(store.get_job("job_0_01ARZ3NDEKTSV4RRFFQ69G5FAV").await.is_err());
+    assert_eq!(round_trips(), answered + 1.0);
 }

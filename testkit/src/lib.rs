@@ -28,12 +28,14 @@
 //! - [`free_port`] for services the test starts itself;
 //! - [`process`]: spawn a child with extra environment and signal it ([`process::signal`],
 //!   [`process::Child`]), for testing shutdown paths;
+//! - [`metrics::Scrape`]: a Prometheus text exposition, parsed strictly;
 //! - [`TlsServer`]: an axum router served over HTTPS under a self-signed certificate;
 //! - [`wait_until`] / [`wait_until_sync`]: poll a condition until it holds or a deadline
 //!   passes. A last resort for effects that have no event to await; never a fixed sleep.
 //!
 //! `redis-server` must be on `PATH` (`apt-get install -y redis-server`).
 
+pub mod metrics;
 pub mod process;
 mod redis_server;
 mod tls;

@@ -60,12 +60,19 @@ impl Setup {
 
     /// As [`Setup::spawn`], with extra environment variables.
     pub fn spawn_env(&self, role: &str, name: &str, env: &[(&str, &str)]) -> Child {
+        self.spawn_with(role, name, &[], env)
+    }
+
+    /// As [`Setup::spawn`], with extra arguments after the config and extra environment
+    /// variables.
+    pub fn spawn_with(&self, role: &str, name: &str, args: &[&str], env: &[(&str, &str)]) -> Child {
         let log = OpenOptions::new().create(true).append(true).open(self.log(name)).expect("log file");
         let err = log.try_clone().expect("log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
         cmd.arg(role)
             .arg("--config")
             .arg(&self.config)
+            .args(args)
             .current_dir(self.dir.path())
             .env_remove("RUST_LOG")
             .envs(env.iter().copied())

@@ -29,6 +29,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 use sluice_core::job::{Job, JobError, Outcome};
+use sluice_store::metrics::GatePoll;
 use tokio_util::sync::CancellationToken;
 
 use crate::command::{self, CommandResult, CommandSpec};
@@ -103,6 +104,24 @@ impl Verdict {
     pub fn outcome(self, summary: Value) -> Outcome {
         Outcome::Completed(json!({ "verdict": self.as_str(), "summary": summary }))
     }
+}
+
+/// What a settled attempt of `job` counts as in `sluice_gate_polls_total`: its verdict, or
+/// `error` when the probe gave none; `None` when `job` is not a probe job of a gate step.
+pub fn poll(job: &Job, outcome: &Outcome) -> Option<GatePoll> {
+    if job.execution_id.is_none() || gate_job(job) != Ok(GateJob::Probe) {
+        return None;
+    }
+    let verdict = match outcome {
+        Outcome::Completed(answer) => answer.get("verdict").and_then(Value::as_str).and_then(Verdict::parse),
+        _ => None,
+    };
+    Some(match verdict {
+        Some(Verdict::Pass) => GatePoll::Pass,
+        Some(Verdict::Pending) => GatePoll::Pending,
+        Some(Verdict::Fail) => GatePoll::Fail,
+        None => GatePoll::Error,
+    })
 }
 
 /// Runs a command probe once.
@@ -289,6 +308,22 @@ mod tests {
                 .unwrap_err()
                 .contains("`other`")
         );
+    }
+
+    #[test]
+    fn probe_attempts_count_as_polls_by_verdict_and_other_jobs_do_not() {
+        let probe = job("gate", json!({"gate": "probe"}));
+        for verdict in [Verdict::Pass, Verdict::Pending, Verdict::Fail] {
+            let polled = poll(&probe, &verdict.outcome(Value::Null)).map(GatePoll::as_str);
+            assert_eq!(polled, Some(verdict.as_str()));
+        }
+        let no_verdict = Outcome::Failed(JobError::retryable("probe: timed out"));
+        assert_eq!(poll(&probe, &no_verdict), Some(GatePoll::Error));
+        assert_eq!(poll(&probe, &Outcome::Completed(json!({"verdict": "maybe"}))), Some(GatePoll::Error));
+        let helper = job("command", json!({"gate": "helper", "attempt": 1}));
+        assert_eq!(poll(&helper, &Verdict::Pass.outcome(Value::Null)), None);
+        let standalone = sluice_core::Job { execution_id: None, ..probe };
+        assert_eq!(poll(&standalone, &Verdict::Pass.outcome(Value::Null)), None);
     }
 
     fn answer(status: u16, body: &str) -> Answer {

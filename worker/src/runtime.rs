@@ -1,4 +1,6 @@
 //! Running one job: start it under its lease, execute it, settle it through the engine.
+//! The process's metrics count each start (with the job's wait since it was due) and each
+//! settlement (with the attempt's duration, and a probe's verdict).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -7,10 +9,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sluice_core::job::{Job, JobError, JobStatus, Outcome, kinds};
+use sluice_core::job::{Job, JobError, JobStatus, Outcome, Settlement, kinds};
 use sluice_core::pipeline::{GateDef, Probe, StepKind};
 use sluice_core::{Execution, Millis, template};
 use sluice_store::engine::{Engine, Settled};
+use sluice_store::metrics::JobOutcome;
 use sluice_store::{JobStart, Lane, Notifier, StoreError};
 use tokio_util::sync::CancellationToken;
 
@@ -146,11 +149,13 @@ impl Runtime {
         job.attempts = attempt;
         job.status = JobStatus::Running;
         job.started_at = Some(now);
+        self.engine.metrics().job_started(&job, now);
         let cancel = self.inflight.cancel_token(&id).unwrap_or_default();
         let guard = Guard { rt: self.clone(), job: job.clone(), token: token.clone(), armed: true };
         let started_at = std::time::Instant::now();
         let (mut outcome, exec) = self.execute(&job, &token, cancel.clone()).await;
-        if self.inflight.is_stopped(&id) {
+        let stopped = self.inflight.is_stopped(&id);
+        if stopped {
             // An operator stopped the execution: record the attempt as cancelled (the
             // execution no longer owns the job, so this changes nothing else).
             tracing::info!(job.id = %id, "job stopped: its execution was cancelled or restarted");
@@ -176,15 +181,31 @@ impl Runtime {
         };
         guard.disarm();
         self.inflight.remove(&id);
-        let duration_ms = u64::try_from(started_at.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let ran = started_at.elapsed();
+        let duration_ms = u64::try_from(ran.as_millis()).unwrap_or(u64::MAX);
         match settled {
             Some(Settled::Applied(s)) => {
+                self.record_settled(&job, &outcome, &s, stopped, ran);
                 tracing::info!(job.id = %id, execution.id = job.execution_id.as_deref().unwrap_or(""), status = s.status().as_str(), duration_ms, "job settled");
             }
             Some(Settled::LeaseLost) => {
                 tracing::warn!(job.id = %id, duration_ms, "lease lost before the result was recorded; result dropped");
             }
             None => {}
+        }
+    }
+
+    /// Counts a settled attempt: an attempt stopped by an operator as cancelled, any other
+    /// by its settlement, and a probe's verdict.
+    fn record_settled(&self, job: &Job, outcome: &Outcome, settlement: &Settlement, stopped: bool, ran: Duration) {
+        let metrics = self.engine.metrics();
+        if stopped {
+            metrics.attempt_ended(job, JobOutcome::Cancelled, ran);
+            return;
+        }
+        metrics.attempt_settled(job, settlement, ran);
+        if let Some(poll) = gate::poll(job, outcome) {
+            metrics.gate_polled(poll);
         }
     }
 
@@ -433,8 +454,14 @@ impl Drop for Guard {
                 let outcome = Outcome::Failed(JobError::retryable(
                     "the job's handler stopped before finishing (panic or worker time ceiling)",
                 ));
-                if let Err(e) = rt.engine.settle(&job, &token, &outcome, None, 0).await {
-                    tracing::error!(job.id = %job.id, error = %e, "cannot settle an abandoned job");
+                match rt.engine.settle(&job, &token, &outcome, None, 0).await {
+                    Ok(Settled::Applied(settlement)) => {
+                        let now = rt.engine.now();
+                        let ran = sluice_store::metrics::elapsed(job.started_at.unwrap_or(now), now);
+                        rt.record_settled(&job, &outcome, &settlement, false, ran);
+                    }
+                    Ok(Settled::LeaseLost) => {}
+                    Err(e) => tracing::error!(job.id = %job.id, error = %e, "cannot settle an abandoned job"),
                 }
                 rt.inflight.remove(&job.id);
             });

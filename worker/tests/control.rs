@@ -1,6 +1,6 @@
 //! Operator actions against a real Redis and a real worker: retry resumes at the failed step,
-//! cancel kills a running command wherever it runs, pause holds the next step until resume,
-//! restart keeps earlier outputs.
+//! cancel kills a running command wherever it runs (and its worker counts the attempt as
+//! cancelled), pause holds the next step until resume, restart keeps earlier outputs.
 
 mod common;
 
@@ -12,6 +12,7 @@ use serde_json::json;
 use sluice_core::control::{Action, Refusal};
 use sluice_core::{ExecutionStatus, FailureKind, JobStatus, StepStatus};
 use sluice_store::engine::Acted;
+use sluice_testkit::metrics::Scrape;
 use sluice_testkit::redis::Commands;
 use sluice_testkit::wait_until;
 
@@ -96,6 +97,15 @@ async fn cancel_kills_the_running_command_and_a_late_result_changes_nothing() {
     })
     .await;
     assert!(settled.last_error.unwrap().message.contains("stopped"));
+    // The worker's metrics count the stopped attempt as cancelled, not failed.
+    let metrics = wait_until(Duration::from_secs(5), "the stopped attempt to be counted", || async {
+        let scrape = Scrape::parse(&kit.engine.metrics().render(None));
+        (scrape.counter("sluice_jobs_total", &[("outcome", "cancelled")]) > 0.0).then_some(scrape)
+    })
+    .await;
+    assert_eq!(metrics.counter("sluice_jobs_total", &[("kind", "command"), ("outcome", "cancelled")]), 1.0);
+    assert_eq!(metrics.counter("sluice_jobs_total", &[("outcome", "failed")]), 0.0);
+    assert_eq!(metrics.histogram_count("sluice_job_duration_seconds", &[("kind", "command")]), 1.0);
     let after = kit.get(&id).await;
     assert_eq!(after.status, ExecutionStatus::Cancelled);
     assert_eq!(after.rev, cancelled.rev, "a late result changed the cancelled execution");

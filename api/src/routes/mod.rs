@@ -7,8 +7,8 @@
 //! operation on the real router.
 //!
 //! The groups are the way access control groups the routes:
-//! - [`open()`]: `/healthz`, `/readyz` and the OpenAPI document, always open (probes and
-//!   clients discovering the API carry no token);
+//! - [`open()`]: `/healthz`, `/readyz`, `/metrics` and the OpenAPI document, always open
+//!   (probes, scrapers and clients discovering the API carry no token);
 //! - [`v1()`]: the `/v1` control API. [`all`] marks its operations as requiring the bearer
 //!   token, and [`served`] puts the group behind the authentication layer
 //!   ([`crate::auth::protect`], one `route_layer`), so both cover every `/v1` route and
@@ -51,15 +51,17 @@ pub mod events;
 pub mod executions;
 pub mod health;
 pub mod jobs;
+pub mod metrics;
 pub mod pipelines;
 pub mod queues;
 pub mod workers;
 
-/// The routes that need no token: the probes and the OpenAPI document.
+/// The routes that need no token: the probes, the metrics and the OpenAPI document.
 pub fn open() -> OpenApiRouter<AppState> {
     OpenApiRouter::default()
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
+        .routes(routes!(metrics::metrics))
         .routes(routes!(openapi::document))
 }
 

@@ -23,7 +23,7 @@ use crate::views::{QueueList, QueueView};
 
 /// A worker counts as live while it was heard from within this long (workers refresh their
 /// registry entry every third of their lease TTL, 10 s by default).
-const LIVE_WITHIN_MS: Millis = 60_000;
+pub(crate) const LIVE_WITHIN_MS: Millis = 60_000;
 
 /// The path parameter of `/v1/queues/{q}` and the routes under it.
 #[derive(Debug, Deserialize, IntoParams)]

@@ -5,16 +5,17 @@
 #![allow(dead_code)]
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
-use serde_json::Value;
+use serde_json::{Value, json};
 use sluice_api::{AppState, router};
 use sluice_core::ids;
 use sluice_store::engine::Engine;
 use sluice_store::{JobStart, Lane, Store, StoreConfig};
-use sluice_testkit::RedisServer;
+use sluice_testkit::{RedisServer, wait_until};
 use tower::ServiceExt;
 
 /// A router over a private Redis.
@@ -25,7 +26,7 @@ pub struct Api {
 }
 
 /// A response: status, headers and the JSON body (`null` when empty; the text of an event
-/// stream as a string).
+/// stream or of a `text/plain` answer as a string).
 #[derive(Debug, Clone)]
 pub struct Reply {
     pub status: StatusCode,
@@ -85,13 +86,13 @@ impl Api {
         let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
             .await
             .unwrap();
-        let event_stream = headers
-            .get(header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        let content_type = headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes());
+        let event_stream = content_type.is_some_and(|v| v.starts_with(b"text/event-stream"));
+        let text = content_type.is_some_and(|v| v.starts_with(b"text/plain"));
         let body = if bytes.is_empty() {
             Value::Null
-        } else if event_stream {
-            // A stream that ended (`once=true`): its text.
+        } else if event_stream || text {
+            // A stream that ended (`once=true`), or metrics: its text.
             Value::String(String::from_utf8_lossy(&bytes).into_owned())
         } else {
             serde_json::from_slice(&bytes)
@@ -149,4 +150,39 @@ impl Api {
             JobStart::Started { attempt: 1 }
         );
     }
+}
+
+/// A worker of queue `default` beside the API, over the same store (so it records into the
+/// same metrics, as in `sluice up`); stopped when the returned sender drops.
+pub fn worker(api: &Api) -> tokio::sync::oneshot::Sender<()> {
+    let config = sluice_worker::WorkerConfig {
+        concurrency: 2,
+        idle_poll: Duration::from_millis(100),
+        ..sluice_worker::WorkerConfig::default()
+    };
+    let worker = sluice_worker::Worker::new(api.engine.clone(), config).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(worker.run(async move {
+        let _ = stopped.await;
+    }));
+    stop
+}
+
+/// Applies `pipeline` and starts it; the execution id.
+pub async fn run(api: &Api, pipeline: Value) -> String {
+    let id = pipeline["id"].as_str().unwrap().to_string();
+    let applied = api.call(Method::PUT, &format!("/v1/pipelines/{id}"), Some(pipeline)).await;
+    assert!(applied.status.is_success(), "{applied:?}");
+    let started = api.call(Method::POST, "/v1/executions", Some(json!({"pipeline": id, "input": {}}))).await;
+    assert_eq!(started.status, StatusCode::CREATED, "{started:?}");
+    started.body["id"].as_str().unwrap().to_string()
+}
+
+/// Waits for execution `id` to settle (no longer running, blocked or paused); its view.
+pub async fn settled(api: &Api, id: &str) -> Value {
+    wait_until(Duration::from_secs(20), "the execution to settle", || async {
+        let e = api.call(Method::GET, &format!("/v1/executions/{id}"), None).await.body;
+        (!matches!(e["status"].as_str(), Some("running" | "blocked" | "paused"))).then_some(e)
+    })
+    .await
 }
