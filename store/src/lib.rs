@@ -22,6 +22,8 @@ mod pipelines;
 mod query;
 mod queues;
 mod plan;
+mod schedules;
+mod scheduling;
 mod scripts;
 
 use std::sync::Arc;
@@ -39,6 +41,8 @@ pub use notify::{ExternalWakeups, Notifier};
 pub use pipelines::StoredPipeline;
 pub use query::{EventCursor, EventReader, ExecutionFilter, ListCursor, MAX_PAGE, Page, StoredEvent};
 pub use queues::{QueueStats, WorkerInfo};
+pub use scheduling::{Created, FireReport, RanNow, Updated};
+pub use schedules::{Fire, FireAction, FireOutcome, NameClaim, PutOutcome, RunCursor, RunPage};
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +93,8 @@ pub struct StoreConfig {
     pub idempotency_ttl: Duration,
     /// Time limit of one Redis call.
     pub response_timeout: Duration,
+    /// How long a schedule's history rows are kept (`scheduler.history_retention`).
+    pub schedule_history_retention: Duration,
 }
 
 impl Default for StoreConfig {
@@ -100,6 +106,7 @@ impl Default for StoreConfig {
             event_cap: 100_000,
             idempotency_ttl: Duration::from_secs(7 * 24 * 3600),
             response_timeout: Duration::from_secs(5),
+            schedule_history_retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
