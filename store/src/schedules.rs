@@ -42,25 +42,29 @@ pub enum NameClaim {
     Taken(String),
 }
 
+/// An execution a fire starts.
+#[derive(Debug, Clone)]
+pub struct StartFire {
+    /// The start plan (`sluice_core::execution::plan_start`), in the schedule's shard.
+    pub plan: Plan,
+    /// The execution's id.
+    pub execution_id: String,
+    /// The execution's target, whose live slot the fire claims.
+    pub target: String,
+    /// The history row.
+    pub row: ScheduleRun,
+    /// The `schedule.fired` event.
+    pub event: Event,
+    /// What to record when the target is busy (its `blocked_by` is filled in), and its
+    /// event; `None`: a busy target refuses the fire.
+    pub skip: Option<(ScheduleRun, Event)>,
+}
+
 /// What a fire does, as decided by the caller (see `sluice_core::schedule`).
 #[derive(Debug, Clone)]
 pub enum FireAction {
     /// Start an execution.
-    Start {
-        /// The start plan (`sluice_core::execution::plan_start`), in the schedule's shard.
-        plan: Box<Plan>,
-        /// The execution's id.
-        execution_id: String,
-        /// The execution's target, whose live slot the fire claims.
-        target: String,
-        /// The history row.
-        row: ScheduleRun,
-        /// The `schedule.fired` event.
-        event: Event,
-        /// What to record when the target is busy (its `blocked_by` is filled in), and its
-        /// event; `None`: a busy target refuses the fire.
-        skip: Option<(ScheduleRun, Event)>,
-    },
+    Start(Box<StartFire>),
     /// Start nothing; record `row` and append `event`.
     Record {
         /// The history row.
@@ -405,7 +409,8 @@ impl Store {
             "history_cap": HISTORY_CAP,
         });
         match &fire.action {
-            FireAction::Start { plan, execution_id, target, row, event, skip } => {
+            FireAction::Start(start) => {
+                let StartFire { plan, execution_id, target, row, event, skip } = &**start;
                 keys.add(self.keys.target(shard, target));
                 let tail = plan::tail(&self.keys, &mut keys, shard, plan, None, now);
                 body["mode"] = json!("start");

@@ -12,7 +12,7 @@ use sluice_core::schedule::{self, DuePlan, NextRun, ScheduleRun, SchedulePatch, 
 use sluice_core::{Millis, Problem, Schedule, ids};
 
 use crate::engine::Engine;
-use crate::{Fire, FireAction, FireOutcome, NameClaim, PutOutcome, StoreError, StoredPipeline};
+use crate::{Fire, FireAction, FireOutcome, NameClaim, PutOutcome, StartFire, StoreError, StoredPipeline};
 
 /// Lost races tolerated in a row on one schedule.
 const MAX_RACES: usize = 16;
@@ -373,7 +373,7 @@ impl Engine {
                             let event = schedule::skipped_event(&schedule, &row);
                             (row, event)
                         });
-                        let action = FireAction::Start { plan: Box::new(plan), execution_id, target, row, event, skip };
+                        let action = FireAction::Start(Box::new(StartFire { plan, execution_id, target, row, event, skip }));
                         (action, NextRun::Set(next_run_at), Fired::Started)
                     }
                 },
@@ -413,7 +413,7 @@ impl Engine {
             let run = ScheduleRun::fired(schedule::new_run_id(), Trigger::RunNow, None, now, &execution_id, 0);
             let event = schedule::fired_event(&schedule, &run);
             let next = schedule::plan_run_now(&schedule, now);
-            let action = FireAction::Start { plan: Box::new(plan), execution_id, target: target.clone(), row: run.clone(), event, skip: None };
+            let action = FireAction::Start(Box::new(StartFire { plan, execution_id, target: target.clone(), row: run.clone(), event, skip: None }));
             let fire = Fire { schedule: &schedule, claims: None, action, next, recheck_at: now + 1 };
             match store.fire_schedule(&fire, now).await? {
                 FireOutcome::Fired => {

@@ -124,10 +124,13 @@ fn with_catch_up_none_a_late_fire_is_dropped_counting_every_missed_due_time() {
     let s = schedule(json!({"catch_up": "none"}), T0 - 1);
     let now = T0 + 4 * MIN + 30_000;
     assert_eq!(plan_due(&s, now), Some(DuePlan::Drop { due_at: T0, missed: 5, next_run_at: Some(T0 + 5 * MIN) }));
-    // A single due time a few minutes late is missed too…
-    let late = T0 + 50_000 + LATE_GRACE_MS;
-    assert!(matches!(plan_due(&s, late), Some(DuePlan::Drop { missed: 1, .. })), "{:?}", plan_due(&s, late));
+    // A single due time more than the grace late is missed too…
+    let hourly = schedule(json!({"catch_up": "none", "cron": "0 * * * *"}), T0);
+    let due = hourly.next_run_at.unwrap();
+    let late = due + 10_000 + LATE_GRACE_MS;
+    assert!(matches!(plan_due(&hourly, late), Some(DuePlan::Drop { missed: 1, .. })), "{:?}", plan_due(&hourly, late));
     // … but a fire within the grace is on time.
+    assert!(matches!(plan_due(&hourly, due + 2_000), Some(DuePlan::Fire { missed: 0, .. })));
     assert!(matches!(plan_due(&s, T0 + 2_000), Some(DuePlan::Fire { missed: 0, .. })));
 }
 
