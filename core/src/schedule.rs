@@ -10,8 +10,8 @@
 //! Rules decided here:
 //! - **Overlap** ([`Overlap`]): `skip` (default) leaves `next_run_at` as it is while the
 //!   target has a live execution, so the fire happens on the first tick after the target
-//!   frees; `allow` starts anyway, the execution on its own target `<target>#<fire time>`
-//!   ([`execution_target`]).
+//!   frees; `allow` starts anyway, the execution on its own target
+//!   `<target>#<schedule name>@<fire time>` ([`execution_target`]).
 //! - **Catch-up** ([`CatchUp`]): a fire is *late* when it happens more than
 //!   [`LATE_GRACE_MS`] after its due time or after other due times passed ([`missed`]:
 //!   the due times between the one fired and now, which got no execution of their own).
@@ -66,7 +66,7 @@ pub enum Overlap {
     /// Record the fire as skipped and keep `next_run_at`: it fires once the target frees.
     #[default]
     Skip,
-    /// Start anyway; each execution gets its own target, `<target>#<fire time>`.
+    /// Start anyway; each execution gets its own target, `<target>#<name>@<fire time>`.
     Allow,
 }
 
@@ -661,11 +661,12 @@ pub fn new_run_id() -> String {
 }
 
 /// The target of an execution a fire at `fire_time` starts: the schedule's, or with
-/// `overlap = "allow"` its own, `<target>#<fire time>`.
+/// `overlap = "allow"` its own, `<target>#<schedule name>@<fire time>` (schedules sharing a
+/// target do not share these).
 pub fn execution_target(schedule: &Schedule, fire_time: Millis) -> String {
     match schedule.overlap {
         Overlap::Skip => schedule.target.clone(),
-        Overlap::Allow => format!("{}#{fire_time}", schedule.target),
+        Overlap::Allow => format!("{}#{}@{fire_time}", schedule.target, schedule.name),
     }
 }
 

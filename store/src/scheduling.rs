@@ -368,11 +368,10 @@ impl Engine {
                         let (plan, execution_id, target) = Self::start_plan(&schedule, pipeline, due_at, now)?;
                         let row = ScheduleRun::fired(schedule::new_run_id(), Trigger::Schedule, Some(due_at), now, &execution_id, missed);
                         let event = schedule::fired_event(&schedule, &row);
-                        let skip = (schedule.overlap == schedule::Overlap::Skip).then(|| {
-                            let row = ScheduleRun::busy(due_at, now);
-                            let event = schedule::skipped_event(&schedule, &row);
-                            (row, event)
-                        });
+                        // With `overlap = "allow"` the execution's own target is busy only
+                        // if a run-now took it in the same millisecond: skipped likewise.
+                        let busy = ScheduleRun::busy(due_at, now);
+                        let skip = Some((busy.clone(), schedule::skipped_event(&schedule, &busy)));
                         let action = FireAction::Start(Box::new(StartFire { plan, execution_id, target, row, event, skip }));
                         (action, NextRun::Set(next_run_at), Fired::Started)
                     }

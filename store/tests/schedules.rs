@@ -174,7 +174,7 @@ async fn history_pages_newest_first_and_rows_show_their_executions_outcome() {
     assert_eq!(row.status, RunStatus::Cancelled);
     assert_eq!(row.finished_at, Some(clock.now_ms()));
     let e = engine.store().get_execution(&exec).await.unwrap().unwrap();
-    assert_eq!((e.status, e.target.as_deref()), (ExecutionStatus::Cancelled, Some(format!("schedule:n#{}", runs[0].at).as_str())));
+    assert_eq!((e.status, e.target.as_deref()), (ExecutionStatus::Cancelled, Some(format!("schedule:n#n@{}", runs[0].at).as_str())));
 }
 
 #[tokio::test]

@@ -215,7 +215,7 @@ fn overlap_allow_gives_each_execution_its_own_target() {
     let skip = schedule(json!({"target": "repo:a"}), T0);
     assert_eq!(execution_target(&skip, T0), "repo:a");
     let allow = schedule(json!({"target": "repo:a", "overlap": "allow"}), T0);
-    assert_eq!(execution_target(&allow, T0), format!("repo:a#{T0}"));
+    assert_eq!(execution_target(&allow, T0), format!("repo:a#nightly@{T0}"));
 }
 
 #[test]
