@@ -467,20 +467,9 @@ impl Store {
         let mut offset = 0;
         let batch = limit + 1;
         loop {
-            let got: Vec<(String, f64)> = redis::cmd("ZREVRANGEBYSCORE")
-                .arg(&index)
-                .arg(&max)
-                .arg("-inf")
-                .arg("WITHSCORES")
-                .arg("LIMIT")
-                .arg(offset)
-                .arg(batch)
-                .query_async(&mut conn)
-                .await?;
+            let got = crate::query::newest_first(&mut conn, &index, &max, offset, batch).await?;
             let n = got.len();
-            for (row_id, score) in got {
-                // Scores are whole milliseconds.
-                let at = score as Millis;
+            for (row_id, at) in got {
                 let seen = cursor.is_some_and(|c| at == c.at && row_id.as_str() >= c.id.as_str());
                 if !seen {
                     picked.push((row_id, at));
