@@ -41,7 +41,7 @@ pub use notify::{ExternalWakeups, Notifier};
 pub use pipelines::StoredPipeline;
 pub use query::{EventCursor, EventReader, ExecutionFilter, ListCursor, MAX_PAGE, Page, StoredEvent};
 pub use queues::{QueueStats, WorkerInfo};
-pub use scheduling::{Created, FireReport, RanNow, Updated};
+pub use scheduling::{Created, FireReport, RanNow, ScheduleFilter, Updated};
 pub use schedules::{Fire, FireAction, FireOutcome, NameClaim, PutOutcome, RunCursor, RunPage, StartFire};
 
 /// Errors of the store.

@@ -75,6 +75,28 @@ pub struct FireReport {
     pub failed: usize,
 }
 
+/// What a listing of schedules asks for; `None` fields do not filter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScheduleFilter {
+    /// Only schedules of this pipeline.
+    pub pipeline: Option<String>,
+    /// Only schedules on this target.
+    pub target: Option<String>,
+    /// Only enabled (or disabled) schedules.
+    pub enabled: Option<bool>,
+}
+
+impl ScheduleFilter {
+    fn admits(&self, s: &Schedule) -> bool {
+        self.pipeline.as_ref().is_none_or(|p| &s.pipeline == p)
+            && self.target.as_ref().is_none_or(|t| &s.target == t)
+            && self.enabled.is_none_or(|e| s.enabled == e)
+    }
+}
+
+/// Most schedules one listing page reads to fill itself (filters may skip many).
+const LIST_BUDGET: usize = 2_000;
+
 /// What happened to one due schedule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fired {
@@ -156,6 +178,37 @@ impl Engine {
             Some(id) => store.get_schedule(&id).await,
             None => Ok(None),
         }
+    }
+
+    /// Schedules in name order after the name `after`, at most `limit` matching `filter`,
+    /// and the name to continue after (`None` on the last page). A page reads at most a
+    /// bounded number of schedules; when the filter skips them all it can come back short,
+    /// with a cursor to go on from.
+    ///
+    /// # Errors
+    /// Redis errors; unreadable records.
+    pub async fn list_schedules(&self, filter: &ScheduleFilter, after: Option<&str>, limit: usize) -> Result<(Vec<Schedule>, Option<String>), StoreError> {
+        let store = self.store();
+        let mut items = Vec::new();
+        let mut cursor = after.map(str::to_string);
+        let mut read = 0;
+        while read < LIST_BUDGET {
+            let names = store.schedule_names(cursor.as_deref(), (limit + 1).min(LIST_BUDGET - read)).await?;
+            if names.is_empty() {
+                return Ok((items, None));
+            }
+            for name in names {
+                read += 1;
+                if let Some(s) = self.find_schedule(&name).await?.filter(|s| filter.admits(s)) {
+                    if items.len() == limit {
+                        return Ok((items, cursor));
+                    }
+                    items.push(s);
+                }
+                cursor = Some(name);
+            }
+        }
+        Ok((items, cursor))
     }
 
     /// Changes schedule `id` with `patch` (re-planned on fresh state after a lost race).

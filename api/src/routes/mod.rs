@@ -53,6 +53,7 @@ pub mod health;
 pub mod jobs;
 pub mod pipelines;
 pub mod queues;
+pub mod schedules;
 pub mod workers;
 
 /// The routes that need no token: the probes and the OpenAPI document.
@@ -87,6 +88,10 @@ pub fn v1() -> OpenApiRouter<AppState> {
         .routes(routes!(queues::get))
         .routes(routes!(queues::pause))
         .routes(routes!(queues::resume))
+        .routes(routes!(schedules::create, schedules::list))
+        .routes(routes!(schedules::get, schedules::update, schedules::delete))
+        .routes(routes!(schedules::run_now))
+        .routes(routes!(schedules::runs))
         .routes(routes!(workers::lease))
         .routes(routes!(workers::heartbeat))
         .routes(routes!(workers::result))
