@@ -122,6 +122,21 @@ pub fn served(auth: Auth) -> Router<AppState> {
     open.merge(auth::protect(v1, auth))
 }
 
+/// Default page size of the listings.
+pub(crate) const DEFAULT_PAGE: usize = 20;
+
+/// The page size a listing's `limit` asks for: 1 to [`sluice_store::MAX_PAGE`], default
+/// [`DEFAULT_PAGE`].
+pub(crate) fn page_size(limit: Option<usize>) -> Result<usize, ApiError> {
+    let max = sluice_store::MAX_PAGE;
+    let limit = limit.unwrap_or(DEFAULT_PAGE);
+    if (1..=max).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::BadRequest(format!("`limit` must be between 1 and {max}, not {limit}")))
+    }
+}
+
 /// The answer to a path no route matches.
 pub async fn not_found(uri: Uri) -> ApiError {
     ApiError::RouteNotFound {

@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sluice_core::Schedule;
 use sluice_core::schedule::{self, ScheduleRun, Source};
-use sluice_store::{Created, MAX_PAGE, RanNow, RunCursor, ScheduleFilter, Updated};
+use sluice_store::{Created, RanNow, RunCursor, ScheduleFilter, Updated};
+
+use super::page_size;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
@@ -25,9 +27,6 @@ use crate::error::{
     ApiError, BadRequest, PipelineNotFound, ScheduleNameTaken, ScheduleNotFound, TargetBusy, ValidationFailed, quote,
 };
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-
-/// Default page size of the listings.
-const DEFAULT_PAGE: usize = 20;
 
 // Documentation only: `sluice_core::schedule::parse_spec` reads the body field by field; a
 // test checks that these fields are `SPEC_FIELDS`.
@@ -169,15 +168,6 @@ pub struct RunsQuery {
     pub cursor: Option<String>,
     /// Page size, 1 to 200 (default 20).
     pub limit: Option<usize>,
-}
-
-fn page_size(limit: Option<usize>) -> Result<usize, ApiError> {
-    let limit = limit.unwrap_or(DEFAULT_PAGE);
-    if (1..=MAX_PAGE).contains(&limit) {
-        Ok(limit)
-    } else {
-        Err(ApiError::BadRequest(format!("`limit` must be between 1 and {MAX_PAGE}, not {limit}")))
-    }
 }
 
 /// The schedule `key` names (an id or a name), or 404.
@@ -391,7 +381,8 @@ mod tests {
 
     #[test]
     fn page_sizes_are_bounded() {
-        assert_eq!(page_size(None).unwrap(), DEFAULT_PAGE);
+        use sluice_store::MAX_PAGE;
+        assert_eq!(page_size(None).unwrap(), crate::routes::DEFAULT_PAGE);
         assert_eq!(page_size(Some(MAX_PAGE)).unwrap(), MAX_PAGE);
         assert!(page_size(Some(0)).is_err());
         assert!(page_size(Some(MAX_PAGE + 1)).is_err());
