@@ -1,7 +1,8 @@
 //! The CLI of the real binary against `sluice up` (API, scheduler and a worker on queues
 //! `default` and `cli`) over a private Redis: standalone jobs and queue figures, `--json`
 //! output that parses, a refused operation that exits 1 naming its problem code, and shell
-//! completion scripts. Also the CLI against a stand-in API served over https.
+//! completion scripts. Also the CLI against a stand-in API served over https, and
+//! `sluice schedule next`, which needs no API.
 
 mod common;
 
@@ -168,7 +169,7 @@ fn completion_scripts_cover_the_commands() {
         assert_eq!(out.status.code(), Some(0), "{shell}: {}", stderr(&out));
         let script = stdout(&out);
         assert!(script.contains(marker), "{shell}: {script}");
-        for command in ["enqueue", "stats", "pause", "completions"] {
+        for command in ["enqueue", "stats", "pause", "schedule", "completions"] {
             assert!(script.contains(command), "{shell} completes `{command}`");
         }
     }
@@ -192,4 +193,98 @@ fn printing_into_a_closed_pipe_ends_quietly() {
     let err = stderr(&out);
     assert!(!err.contains("panicked"), "no panic message: {err}");
     assert_eq!(out.status.code(), Some(141), "the exit a shell expects from a closed pipe: {err}");
+}
+
+/// `sluice schedule next ARGS` with an API address where nothing answers (the command needs
+/// none): its exit code, stdout and stderr.
+fn schedule_next(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = sluice(&[&["schedule", "next"], args].concat(), &[("SLUICE_API_URL", "http://127.0.0.1:9")]);
+    (out.status.code(), stdout(&out), stderr(&out))
+}
+
+/// The UTC column of a `schedule next` table.
+fn utc_column(table: &str) -> Vec<&str> {
+    table.lines().skip(1).filter_map(|line| line.split_whitespace().next()).collect()
+}
+
+#[test]
+fn schedule_next_prints_cron_fire_times_in_utc_and_local_time() {
+    // Friday 2026-03-06 10:00 in New York; its clocks go forward on Sunday March 8.
+    let args = ["0 9 * * 1-5", "--tz", "America/New_York", "--count", "3", "--from", "2026-03-06T15:00:00Z"];
+    let (code, out, err) = schedule_next(&args);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        out,
+        "UTC                    LOCAL (America/New_York)\n\
+         2026-03-09T13:00:00Z   2026-03-09T09:00:00-04:00 EDT\n\
+         2026-03-10T13:00:00Z   2026-03-10T09:00:00-04:00 EDT\n\
+         2026-03-11T13:00:00Z   2026-03-11T09:00:00-04:00 EDT\n"
+    );
+    let (code, out, err) = schedule_next(&[&args[..], &["--json"]].concat());
+    assert_eq!(code, Some(0), "{err}");
+    let printed: Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(printed["cadence"], json!({"cron": "0 9 * * 1-5", "timezone": "America/New_York"}));
+    assert_eq!(
+        printed["items"][0],
+        json!({"utc": "2026-03-09T13:00:00Z", "local": "2026-03-09T09:00:00-04:00", "abbreviation": "EDT"})
+    );
+    assert_eq!(printed["items"].as_array().map(Vec::len), Some(3));
+}
+
+#[test]
+fn schedule_next_counts_from_now_by_default() {
+    let cadence = sluice_core::Cadence::cron("0 9 * * 1-5", "America/New_York").expect("valid");
+    let expected = || {
+        let mut at = cadence.next_after(jiff::Timestamp::now().as_millisecond());
+        let mut out = Vec::new();
+        while let Some(t) = at.filter(|_| out.len() < 3) {
+            out.push(jiff::Timestamp::from_millisecond(t).expect("in range").to_string());
+            at = cadence.next_after_fire(t);
+        }
+        out
+    };
+    let before = expected();
+    let (code, out, err) = schedule_next(&["0 9 * * 1-5", "--tz", "America/New_York", "--count", "3"]);
+    let after = expected();
+    assert_eq!(code, Some(0), "{err}");
+    let printed = utc_column(&out);
+    assert_eq!(printed.len(), 3, "{out}");
+    assert!(printed == before || printed == after, "printed {printed:?}, expected {before:?} or {after:?}");
+}
+
+#[test]
+fn schedule_next_prints_interval_fire_times_inside_the_window() {
+    // Monday 2026-01-12 10:00 in Berlin; the window is Monday to Friday 22:00-05:59.
+    let (code, out, err) = schedule_next(&[
+        "6h", "--every", "--weekdays", "1,2,3,4,5", "--hours", "22-6", "--tz", "Europe/Berlin", "--count", "4", "--from",
+        "2026-01-12T09:00:00Z",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        utc_column(&out),
+        ["2026-01-12T21:00:00Z", "2026-01-13T03:00:00Z", "2026-01-13T21:00:00Z", "2026-01-14T03:00:00Z"]
+    );
+    assert!(out.contains("2026-01-12T22:00:00+01:00 CET"), "{out}");
+}
+
+#[test]
+fn schedule_next_refuses_bad_input_with_the_problem_or_as_usage() {
+    let (code, out, err) = schedule_next(&["0 9 * *", "--tz", "Europe/Berln"]);
+    assert_eq!(code, Some(1), "a refused cadence exits 1");
+    assert!(out.is_empty(), "{out}");
+    assert_eq!(
+        err,
+        "error: cron: `0 9 * *` has 4 fields; a cron expression has 5: minute hour day-of-month month day-of-week\n\
+         error: timezone: `Europe/Berln` is not an IANA time zone (for example `Europe/Berlin` or `UTC`)\n"
+    );
+    let (code, _, err) = schedule_next(&["30s", "--every"]);
+    assert_eq!((code, err.as_str()), (Some(1), "error: every: must be at least 1m\n"));
+    let (code, _, err) = schedule_next(&["1h", "--every", "--weekdays", "0", "--hours", "25-3"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("error: weekdays: `0` is not a weekday") && err.contains("error: hours: `25-3`"), "{err}");
+    // Usage errors: a window without --every, a --from that is not an instant, a count of 0.
+    for args in [&["@daily", "--hours", "9-17"][..], &["@daily", "--from", "yesterday"], &["@daily", "--count", "0"]] {
+        let (code, _, err) = schedule_next(args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+    }
 }

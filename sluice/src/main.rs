@@ -4,6 +4,7 @@
 //! Thin by design: parse arguments, load the layered configuration, set up logging and
 //! signals, and hand over to the library crates.
 
+mod cadence;
 mod client;
 mod config;
 mod events;
@@ -117,6 +118,13 @@ enum Command {
     Queue {
         #[command(subcommand)]
         command: QueueCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Schedules.
+    Schedule {
+        #[command(subcommand)]
+        command: ScheduleCommand,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -324,6 +332,16 @@ enum QueueCommand {
         /// Queue name.
         queue: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum ScheduleCommand {
+    /// Prints the next fire times of a cron expression or an interval, in UTC and local time.
+    ///
+    /// Worked out locally: no API is needed. Examples:
+    /// `sluice schedule next "0 9 * * 1-5" --tz Europe/Berlin --count 3`,
+    /// `sluice schedule next 6h --every --weekdays 1,2,3,4,5 --hours 22-6`.
+    Next(cadence::NextArgs),
 }
 
 fn load(serve: &ServeArgs, mut extra: Vec<(&'static str, String)>) -> anyhow::Result<(config::Config, PathBuf)> {
@@ -570,6 +588,9 @@ fn main() {
                 QueueCommand::Resume { queue } => run_client(&client, async move |c| client::queue_action(c, &queue, "resume", json).await.map(|()| 0)),
             }
         }
+        Command::Schedule { command, client } => match command {
+            ScheduleCommand::Next(args) => cadence::next(&args, client.json),
+        },
         Command::Completions { shell } => completions(shell),
     };
     std::process::exit(code);
