@@ -274,14 +274,14 @@ impl Engine {
     }
 
     /// Writes the schedules defined in files: each `spec` is created, or replaces the
-    /// definition of the schedule of its name (which becomes file-defined); schedules
-    /// defined in files before and named by none of `specs` are deleted. Returns the problems
-    /// met, with the name of the schedule each is about; a schedule with problems is left as
-    /// it was.
+    /// definition of the schedule of its name (which becomes file-defined); with
+    /// `delete_missing`, schedules defined in files before and named by none of `specs` are
+    /// deleted. Returns the problems met, with the name of the schedule each is about; a
+    /// schedule with problems is left as it was.
     ///
     /// # Errors
     /// Redis errors.
-    pub async fn sync_file_schedules(&self, specs: Vec<ScheduleSpec>) -> Result<Vec<(String, Problem)>, StoreError> {
+    pub async fn sync_file_schedules(&self, specs: Vec<ScheduleSpec>, delete_missing: bool) -> Result<Vec<(String, Problem)>, StoreError> {
         let store = self.store();
         let mut problems = Vec::new();
         let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
@@ -290,6 +290,9 @@ impl Engine {
             for p in self.upsert_file_schedule(spec).await? {
                 problems.push((name.clone(), p));
             }
+        }
+        if !delete_missing {
+            return Ok(problems);
         }
         for stale in store.file_schedule_names().await? {
             if names.contains(&stale) {

@@ -219,7 +219,7 @@ async fn file_schedules_are_upserted_by_name_and_removed_when_their_file_drops_t
         spec(json!({"name": "b", "pipeline": "tidy", "every": "6h"})),
         spec(json!({"name": "c", "pipeline": "missing", "every": "6h"})),
     ];
-    let problems = engine.sync_file_schedules(specs).await.unwrap();
+    let problems = engine.sync_file_schedules(specs, true).await.unwrap();
     assert_eq!(problems.len(), 1);
     assert_eq!((problems[0].0.as_str(), problems[0].1.field.as_str()), ("c", "pipeline"));
     let a = engine.find_schedule("a").await.unwrap().unwrap();
@@ -227,10 +227,11 @@ async fn file_schedules_are_upserted_by_name_and_removed_when_their_file_drops_t
 
     // Loaded again: `a` is unchanged (same revision), `b` is gone, `by-hand` is untouched.
     clock.advance(MIN);
-    let problems = engine
-        .sync_file_schedules(vec![spec(json!({"name": "a", "pipeline": "tidy", "cron": "0 2 * * *"}))])
-        .await
-        .unwrap();
+    // Without deletion (a file had problems), `b` stays.
+    let only_a = || vec![spec(json!({"name": "a", "pipeline": "tidy", "cron": "0 2 * * *"}))];
+    assert!(engine.sync_file_schedules(only_a(), false).await.unwrap().is_empty());
+    assert!(engine.find_schedule("b").await.unwrap().is_some());
+    let problems = engine.sync_file_schedules(only_a(), true).await.unwrap();
     assert!(problems.is_empty(), "{problems:?}");
     assert_eq!(engine.find_schedule("a").await.unwrap().unwrap().rev, a.rev);
     assert_eq!(engine.find_schedule("b").await.unwrap(), None);
@@ -238,7 +239,7 @@ async fn file_schedules_are_upserted_by_name_and_removed_when_their_file_drops_t
 
     // A change in the file is applied, keeping the schedule's id.
     engine
-        .sync_file_schedules(vec![spec(json!({"name": "a", "pipeline": "tidy", "cron": "0 3 * * *", "target": "repo:x"}))])
+        .sync_file_schedules(vec![spec(json!({"name": "a", "pipeline": "tidy", "cron": "0 3 * * *", "target": "repo:x"}))], true)
         .await
         .unwrap();
     let changed = engine.find_schedule("a").await.unwrap().unwrap();
