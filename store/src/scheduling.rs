@@ -138,7 +138,10 @@ impl Engine {
         let now = self.now();
         let schedule = Schedule::new(spec, ids::new_id(ids::SCHEDULE, shard), source, now);
         let mut replacing = None;
-        loop {
+        for race in 0..=MAX_RACES {
+            if race == MAX_RACES {
+                return Err(StoreError::Contended(schedule.name));
+            }
             match store.claim_schedule_name(&schedule.name, &schedule.id, replacing.as_deref(), source).await? {
                 NameClaim::Claimed => break,
                 // A name whose schedule no longer exists (a create or delete cut short) is free.

@@ -380,6 +380,17 @@ mod tests {
     }
 
     #[test]
+    fn a_served_schedule_has_the_members_its_schema_lists_and_never_its_revision() {
+        let spec = schedule::parse_spec(&serde_json::json!({"name": "n", "pipeline": "p", "every": "1h"}), "", None).unwrap();
+        let mut s = Schedule::new(spec, "sch_0_01JD0000000000000000000000".into(), Source::Api, 0);
+        s.last_run_at = Some(1);
+        s.rev = 7;
+        let served: BTreeSet<String> = serde_json::to_value(&s).unwrap().as_object().unwrap().keys().cloned().collect();
+        assert_eq!(served, property_names::<Schedule>());
+        assert!(!served.contains("rev"));
+    }
+
+    #[test]
     fn page_sizes_are_bounded() {
         use sluice_store::MAX_PAGE;
         assert_eq!(page_size(None).unwrap(), crate::routes::DEFAULT_PAGE);
