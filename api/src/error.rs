@@ -52,6 +52,8 @@ pub const CODES: &[&str] = &[
     "PIPELINE_NOT_FOUND",
     "EXECUTION_NOT_FOUND",
     "JOB_NOT_FOUND",
+    "SCHEDULE_NOT_FOUND",
+    "SCHEDULE_NAME_TAKEN",
     "TARGET_BUSY",
     "JOB_NOT_PENDING",
     "EXECUTION_NOT_RETRYABLE",
@@ -113,6 +115,12 @@ pub(crate) struct ProblemDocument {
     /// `PIPELINE_NOT_FOUND`: the pipeline id asked for.
     #[schema(required = false)]
     pipeline: String,
+    /// `SCHEDULE_NOT_FOUND`: the schedule asked for (an id or a name).
+    #[schema(required = false)]
+    schedule: String,
+    /// `SCHEDULE_NAME_TAKEN`: the schedule that has the name.
+    #[schema(required = false)]
+    schedule_id: String,
     /// `TARGET_BUSY`: the busy target.
     #[schema(required = false)]
     target: String,
@@ -182,6 +190,10 @@ problem_responses! {
     ExecutionNotFound;
     /// `JOB_NOT_FOUND`: no job has this id (also for a malformed id).
     JobNotFound;
+    /// `SCHEDULE_NOT_FOUND`: no schedule has this id or name (`schedule`).
+    ScheduleNotFound;
+    /// `SCHEDULE_NAME_TAKEN`: another schedule (`schedule_id`) has this name.
+    ScheduleNameTaken;
     /// `TARGET_BUSY`: the target already has a live execution, named by `execution_id`.
     TargetBusy;
     /// `JOB_NOT_PENDING`: only pending jobs can be cancelled; `job_status` says what the job
@@ -306,6 +318,20 @@ pub enum ApiError {
     JobNotFound {
         /// The id asked for.
         id: String,
+    },
+    /// No schedule has this id or name (`SCHEDULE_NOT_FOUND`, 404).
+    #[error("schedule `{id}` does not exist")]
+    ScheduleNotFound {
+        /// The id or name asked for.
+        id: String,
+    },
+    /// Another schedule has the name (`SCHEDULE_NAME_TAKEN`, 409).
+    #[error("another schedule ({holder}) is called `{name}`; schedule names are unique")]
+    ScheduleNameTaken {
+        /// The name.
+        name: String,
+        /// The schedule that has it.
+        holder: String,
     },
     /// The target already has a live execution (`TARGET_BUSY`, 409).
     #[error(
@@ -444,6 +470,7 @@ impl ApiError {
             | ApiError::PipelineNotFound { .. }
             | ApiError::ExecutionNotFound { .. }
             | ApiError::JobNotFound { .. }
+            | ApiError::ScheduleNotFound { .. }
             | ApiError::StepNotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::VoteRefused { refusal: VoteRefusal::NotAnApprover(_), .. } => StatusCode::FORBIDDEN,
             ApiError::VoteRefused { .. } => StatusCode::CONFLICT,
@@ -457,6 +484,7 @@ impl ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             ApiError::TargetBusy { .. }
+            | ApiError::ScheduleNameTaken { .. }
             | ApiError::JobNotPending { .. }
             | ApiError::LeaseLost { .. }
             | ApiError::ResultAlreadyApplied { .. } => StatusCode::CONFLICT,
@@ -483,6 +511,8 @@ impl ApiError {
             ApiError::PipelineNotFound { .. } => "PIPELINE_NOT_FOUND",
             ApiError::ExecutionNotFound { .. } => "EXECUTION_NOT_FOUND",
             ApiError::JobNotFound { .. } => "JOB_NOT_FOUND",
+            ApiError::ScheduleNotFound { .. } => "SCHEDULE_NOT_FOUND",
+            ApiError::ScheduleNameTaken { .. } => "SCHEDULE_NAME_TAKEN",
             ApiError::TargetBusy { .. } => "TARGET_BUSY",
             ApiError::JobNotPending { .. } => "JOB_NOT_PENDING",
             ApiError::LeaseLost { .. } => "LEASE_LOST",
@@ -520,6 +550,8 @@ impl ApiError {
             "PIPELINE_NOT_FOUND" => "Pipeline not found",
             "EXECUTION_NOT_FOUND" => "Execution not found",
             "JOB_NOT_FOUND" => "Job not found",
+            "SCHEDULE_NOT_FOUND" => "Schedule not found",
+            "SCHEDULE_NAME_TAKEN" => "Schedule name taken",
             "TARGET_BUSY" => "Target busy",
             "JOB_NOT_PENDING" => "Job not pending",
             "EXECUTION_NOT_RETRYABLE" => "Execution not retryable",
@@ -561,6 +593,12 @@ impl ApiError {
             }
             ApiError::PipelineNotFound { id } => {
                 ext.insert("pipeline".into(), json!(id));
+            }
+            ApiError::ScheduleNotFound { id } => {
+                ext.insert("schedule".into(), json!(id));
+            }
+            ApiError::ScheduleNameTaken { holder, .. } => {
+                ext.insert("schedule_id".into(), json!(holder));
             }
             ApiError::TargetBusy { target, holder } => {
                 ext.insert("target".into(), json!(target));
@@ -689,6 +727,8 @@ mod tests {
             ApiError::PipelineNotFound { id: "p".into() },
             ApiError::ExecutionNotFound { id: "e".into() },
             ApiError::JobNotFound { id: "j".into() },
+            ApiError::ScheduleNotFound { id: "s".into() },
+            ApiError::ScheduleNameTaken { name: "n".into(), holder: "sch_0_X".into() },
             ApiError::TargetBusy {
                 target: "t".into(),
                 holder: "e".into(),
@@ -736,6 +776,8 @@ mod tests {
             | ApiError::PipelineNotFound { .. }
             | ApiError::ExecutionNotFound { .. }
             | ApiError::JobNotFound { .. }
+            | ApiError::ScheduleNotFound { .. }
+            | ApiError::ScheduleNameTaken { .. }
             | ApiError::TargetBusy { .. }
             | ApiError::JobNotPending { .. }
             | ApiError::LeaseLost { .. }

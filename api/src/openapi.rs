@@ -55,6 +55,11 @@ const TAGS: &[(&str, &str)] = &[
     ("jobs", "Standalone jobs and the jobs that run steps."),
     ("queues", "Queue figures, and pausing and resuming queues."),
     (
+        "schedules",
+        "Pipelines fired on a target at the times of a cron expression or an interval, once \
+         per due time whatever the number of schedulers, with a history of every fire.",
+    ),
+    (
         "events",
         "What happened: the live event stream and an execution's own events.",
     ),

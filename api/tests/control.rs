@@ -7,13 +7,8 @@ use axum::http::{Method, StatusCode};
 use common::{Api, api};
 use serde_json::{Value, json};
 
-const TWO_STEPS: &str = r#"{"id": "two", "steps": [
-    {"name": "build", "kind": "noop"}, {"name": "ship", "kind": "noop"}]}"#;
-
 async fn apply(api: &Api) {
-    let body: Value = serde_json::from_str(TWO_STEPS).unwrap();
-    let r = api.call(Method::PUT, "/v1/pipelines/two", Some(body)).await;
-    assert!(r.status.is_success(), "{r:?}");
+    api.apply_two_steps().await;
 }
 
 async fn start(api: &Api, target: Option<&str>) -> String {

@@ -348,6 +348,13 @@ async fn the_document_lists_every_route_of_the_api() {
         ("POST", "/v1/queues/{q}/lease"),
         ("POST", "/v1/jobs/{id}/heartbeat"),
         ("POST", "/v1/jobs/{id}/result"),
+        ("POST", "/v1/schedules"),
+        ("GET", "/v1/schedules"),
+        ("GET", "/v1/schedules/{id}"),
+        ("PATCH", "/v1/schedules/{id}"),
+        ("DELETE", "/v1/schedules/{id}"),
+        ("POST", "/v1/schedules/{id}/run-now"),
+        ("GET", "/v1/schedules/{id}/runs"),
     ]
     .into_iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))
@@ -404,7 +411,7 @@ async fn every_documented_operation_is_routed_and_nothing_else_is() {
         "/v1/",
         "/v1/openapi.yaml",
         "/v1/workers",
-        "/v1/schedules",
+        "/v1/schedules/probe/next",
         "/v1/pipelines/probe/versions",
         "/v1/executions/probe/steps/0/vote",
         "/v2/jobs",
@@ -693,6 +700,82 @@ async fn served_answers_match_their_documented_schemas() {
     let invalid = api.post_result(id, Some("r4"), json!({"outcome": "done"})).await;
     check("POST", result, &invalid);
     check("POST", result, &api.post_result("nope", Some("r5"), json!({"outcome": "completed"})).await);
+
+    // Schedules: created (and refused), listed, read by id and by name, changed, run now
+    // (then refused on the busy target), fired late and skipped by a tick, their history,
+    // deleted.
+    let schedules = "/v1/schedules";
+    let schedule = "/v1/schedules/{id}";
+    let nightly = json!({"name": "nightly", "pipeline": "release", "cron": "0 2 * * *",
+                         "timezone": "Europe/Berlin", "target": "repo:s", "input": {"a": 1}});
+    let created = call(&api, "POST", schedules, Some(nightly.clone())).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:#}", created.body);
+    check("POST", schedules, &created);
+    let windowed = json!({"name": "windowed", "pipeline": "release", "every": "6h",
+                          "weekdays": [1, 2, 3, 4, 5], "hours": "22-6", "overlap": "allow",
+                          "catch_up": "none", "enabled": false});
+    let other = call(&api, "POST", schedules, Some(windowed)).await;
+    assert_eq!(other.status, StatusCode::CREATED, "{:#}", other.body);
+    check("POST", schedules, &other);
+    let taken = call(&api, "POST", schedules, Some(nightly)).await;
+    assert_eq!(taken.body["code"], "SCHEDULE_NAME_TAKEN");
+    check("POST", schedules, &taken);
+    let invalid = call(&api, "POST", schedules, Some(json!({"name": "", "cron": "x", "every": "1h", "colour": 1}))).await;
+    assert_eq!(invalid.status, StatusCode::UNPROCESSABLE_ENTITY);
+    check("POST", schedules, &invalid);
+    let first = call(&api, "GET", "/v1/schedules?limit=1", None).await;
+    assert_eq!(first.body["next_cursor"], "nightly", "{:#}", first.body);
+    check("GET", schedules, &first);
+    check("GET", schedules, &call(&api, "GET", "/v1/schedules?cursor=nightly&enabled=false", None).await);
+    check("GET", schedules, &call(&api, "GET", "/v1/schedules?limit=0", None).await);
+    let id = created.body["id"].as_str().unwrap().to_string();
+    for key in [id.as_str(), "nightly", "nope"] {
+        check("GET", schedule, &call(&api, "GET", &format!("/v1/schedules/{key}"), None).await);
+    }
+    let disabled = call(&api, "PATCH", "/v1/schedules/nightly", Some(json!({"enabled": false}))).await;
+    assert_eq!(disabled.body["enabled"], false);
+    check("PATCH", schedule, &disabled);
+    check("PATCH", schedule, &call(&api, "PATCH", "/v1/schedules/nightly", Some(json!({"cron": "nope"}))).await);
+    check("PATCH", schedule, &call(&api, "PATCH", "/v1/schedules/nope", Some(json!({}))).await);
+    let enabled = call(&api, "PATCH", "/v1/schedules/nightly", Some(json!({"enabled": true, "cron": "* * * * *"}))).await;
+    check("PATCH", schedule, &enabled);
+    let ran = call(&api, "POST", &format!("/v1/schedules/{id}/run-now"), None).await;
+    assert_eq!(ran.status, StatusCode::CREATED, "{:#}", ran.body);
+    check("POST", "/v1/schedules/{id}/run-now", &ran);
+    let busy = call(&api, "POST", "/v1/schedules/nightly/run-now", None).await;
+    assert_eq!(busy.body["code"], "TARGET_BUSY");
+    check("POST", "/v1/schedules/{id}/run-now", &busy);
+    check("POST", "/v1/schedules/{id}/run-now", &call(&api, "POST", "/v1/schedules/nope/run-now", None).await);
+    // Due five minutes ago: a tick skips it (its target is busy with the run above); the
+    // other schedule, enabled and due too, fires late.
+    let store = api.engine.store();
+    let now = api.engine.now();
+    for key in ["nightly", "windowed"] {
+        let mut s = api.engine.find_schedule(key).await.unwrap().unwrap();
+        s.enabled = true;
+        let next = sluice_core::schedule::NextRun::Set(Some(now - 5 * 60_000));
+        store.put_schedule(&s, s.rev, next, now).await.unwrap();
+    }
+    let (fired, _) = api.engine.fire_due(0, now, 10).await.unwrap();
+    assert_eq!((fired.skipped, fired.dropped), (1, 1), "{fired:?}");
+    call(&api, "PATCH", "/v1/schedules/windowed", Some(json!({"catch_up": "one"}))).await;
+    let mut s = api.engine.find_schedule("windowed").await.unwrap().unwrap();
+    s.next_run_at = Some(now - 5 * 60_000);
+    store.put_schedule(&s, s.rev, sluice_core::schedule::NextRun::Set(s.next_run_at), now).await.unwrap();
+    let (fired, _) = api.engine.fire_due(0, now, 10).await.unwrap();
+    assert_eq!(fired.fired, 1, "{fired:?}");
+    let runs = "/v1/schedules/{id}/runs";
+    let history = call(&api, "GET", "/v1/schedules/nightly/runs", None).await;
+    let statuses: Vec<&str> = history.body["items"].as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["skipped", "running"], "{:#}", history.body);
+    check("GET", runs, &history);
+    check("GET", runs, &call(&api, "GET", "/v1/schedules/windowed/runs?limit=1", None).await);
+    check("GET", runs, &call(&api, "GET", "/v1/schedules/windowed/runs?cursor=yesterday", None).await);
+    check("GET", runs, &call(&api, "GET", "/v1/schedules/nope/runs", None).await);
+    let deleted = call(&api, "DELETE", "/v1/schedules/windowed", None).await;
+    assert_eq!(deleted.status, StatusCode::OK);
+    check("DELETE", schedule, &deleted);
+    check("DELETE", schedule, &call(&api, "DELETE", "/v1/schedules/windowed", None).await);
 
     // Transport problems.
     let bad_json = api

@@ -46,6 +46,11 @@ pub mod names {
     pub const JOB_CANCELLED: &str = "job.cancelled";
     /// A running job's execution was stopped; its worker is told to kill it.
     pub const JOB_CANCEL_REQUESTED: &str = "job.cancel_requested";
+    /// A schedule started an execution (a due time, or `run-now`).
+    pub const SCHEDULE_FIRED: &str = "schedule.fired";
+    /// A due time of a schedule started nothing: the target was busy, the fire was missed
+    /// (`catch_up = "none"`), or the start failed; `reason` says which.
+    pub const SCHEDULE_SKIPPED: &str = "schedule.skipped";
 }
 
 /// One event to append.

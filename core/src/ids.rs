@@ -10,11 +10,13 @@
 pub const EXECUTION: &str = "ex";
 /// Kind prefix of a job id.
 pub const JOB: &str = "job";
+/// Kind prefix of a schedule id.
+pub const SCHEDULE: &str = "sch";
 
 /// A parsed id: its kind prefix, shard and ULID part.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParsedId<'a> {
-    /// `ex` or `job`.
+    /// `ex`, `job` or `sch`.
     pub prefix: &'a str,
     /// The shard number.
     pub shard: u32,

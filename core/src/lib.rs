@@ -27,6 +27,7 @@ pub mod job;
 pub mod pipeline;
 mod pipeline_validate;
 pub mod retry;
+pub mod schedule;
 mod steps;
 #[cfg(test)]
 mod testing;
@@ -38,6 +39,7 @@ pub use execution::{Execution, ExecutionStatus, Failure, FailureKind, StepRun, S
 pub use job::{Job, JobStatus, NewJob, Outcome};
 pub use pipeline::{Pipeline, Problem, StepDef, StepKind};
 pub use retry::{Backoff, RetryPolicy};
+pub use schedule::Schedule;
 
 /// Timestamps are milliseconds since the Unix epoch, UTC.
 pub type Millis = i64;

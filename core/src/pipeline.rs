@@ -300,12 +300,7 @@ pub const KINDS: &[&str] = &["command", "noop", "http", "external", "gate", "app
 /// # Errors
 /// Every problem found, each naming its field.
 pub fn parse_toml(text: &str) -> Result<Pipeline, Vec<Problem>> {
-    let value: toml::Value = toml::from_str(text).map_err(|e| {
-        let line = e.span().map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
-        let at = line.map(|l| format!(" (line {l})")).unwrap_or_default();
-        vec![Problem::new("", format!("is not valid TOML{at}: {}", e.message()))]
-    })?;
-    from_value(&toml_to_json(value))
+    from_value(&parse_text(text, false)?)
 }
 
 /// Parses and validates a pipeline written in JSON.
@@ -313,9 +308,24 @@ pub fn parse_toml(text: &str) -> Result<Pipeline, Vec<Problem>> {
 /// # Errors
 /// Every problem found, each naming its field.
 pub fn parse_json(text: &str) -> Result<Pipeline, Vec<Problem>> {
-    let value: Value = serde_json::from_str(text)
-        .map_err(|e| vec![Problem::new("", format!("is not valid JSON: {e}"))])?;
-    from_value(&value)
+    from_value(&parse_text(text, true)?)
+}
+
+/// The value tree of a file's text, TOML (or JSON when `json`), not validated: for files
+/// that carry more than a pipeline (`[[schedules]]` tables beside its steps).
+///
+/// # Errors
+/// The text does not parse (one problem, for the whole document).
+pub fn parse_text(text: &str, json: bool) -> Result<Value, Vec<Problem>> {
+    if json {
+        return serde_json::from_str(text).map_err(|e| vec![Problem::new("", format!("is not valid JSON: {e}"))]);
+    }
+    let value: toml::Value = toml::from_str(text).map_err(|e| {
+        let line = e.span().map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+        let at = line.map(|l| format!(" (line {l})")).unwrap_or_default();
+        vec![Problem::new("", format!("is not valid TOML{at}: {}", e.message()))]
+    })?;
+    Ok(toml_to_json(value))
 }
 
 /// Validates a pipeline given as a JSON value tree (file form or canonical form).

@@ -1,6 +1,11 @@
 //! The sluice scheduler service.
 //!
 //! Each tick, for every shard:
+//! - **fire**: start the executions of the schedules that are due (`fire_schedule.lua`
+//!   through the engine), found by one range query on the shard's due set and handled in
+//!   bounded chunks. Each fire claims its due time in the same script that starts the
+//!   execution, so a due time fires once whatever the number of schedulers; a fire skipped
+//!   while its target is busy is looked at again on the next tick;
 //! - **promote**: move due delayed jobs (retry backoffs, delayed enqueues) of both lanes of
 //!   every known queue to their ready sets, in bounded chunks (`promote.lua`);
 //! - **reclaim**: return expired reservations to their queues and settle expired running
@@ -14,7 +19,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use sluice_store::{Lane, Pulse, StoreError};
+use sluice_store::{FireReport, Lane, Pulse, StoreError};
 use sluice_store::engine::Engine;
 
 /// Settings of the scheduler.
@@ -29,11 +34,13 @@ pub struct SchedulerConfig {
     /// Beaten after every tick that succeeded: a supervisor (the systemd watchdog) reads it
     /// to tell a scheduler that makes progress from one that is stuck or cut off from Redis.
     pub pulse: Pulse,
+    /// Due schedules fired per chunk (each costs a few round trips).
+    pub fire_chunk: usize,
 }
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
-        Self { tick: Duration::from_millis(500), chunk: 1_000, max_chunks: 50, pulse: Pulse::new() }
+        Self { tick: Duration::from_millis(500), chunk: 1_000, max_chunks: 50, fire_chunk: 100, pulse: Pulse::new() }
     }
 }
 
@@ -46,6 +53,8 @@ pub struct TickReport {
     pub released: usize,
     /// Expired running jobs settled as failed attempts.
     pub reclaimed: usize,
+    /// Due schedules fired, skipped, dropped and failed.
+    pub schedules: FireReport,
 }
 
 /// Runs one tick over every shard.
@@ -56,6 +65,17 @@ pub async fn tick(engine: &Engine, config: &SchedulerConfig) -> Result<TickRepor
     let store = engine.store();
     let mut report = TickReport::default();
     for shard in 0..store.shards() {
+        let now = engine.now();
+        for _ in 0..config.max_chunks {
+            let (fired, looked) = engine.fire_due(shard, now, config.fire_chunk).await?;
+            report.schedules.fired += fired.fired;
+            report.schedules.skipped += fired.skipped;
+            report.schedules.dropped += fired.dropped;
+            report.schedules.failed += fired.failed;
+            if looked < config.fire_chunk {
+                break;
+            }
+        }
         for queue in store.queues(shard).await? {
             for lane in Lane::ALL {
                 for _ in 0..config.max_chunks {
@@ -98,6 +118,10 @@ pub async fn run(engine: Engine, config: SchedulerConfig, shutdown: impl Future<
                         promoted = report.promoted,
                         released = report.released,
                         reclaimed = report.reclaimed,
+                        fired = report.schedules.fired,
+                        skipped = report.schedules.skipped,
+                        dropped = report.schedules.dropped,
+                        failed = report.schedules.failed,
                         "scheduler tick"
                     );
                 }

@@ -180,6 +180,16 @@ impl Client {
     pub async fn put(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
         self.call(reqwest::Method::PUT, path, Some(body)).await
     }
+
+    /// `PATCH path` with a JSON body.
+    pub async fn patch(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        self.call(reqwest::Method::PATCH, path, Some(body)).await
+    }
+
+    /// `DELETE path`.
+    pub async fn delete(&self, path: &str) -> Result<Value, ClientError> {
+        self.call(reqwest::Method::DELETE, path, None).await
+    }
 }
 
 /// `sluice health`: 0 when `path` answers 2xx, and 1 for every failure, an unreachable API
@@ -201,11 +211,13 @@ pub async fn health(c: &Client, path: &str, as_json: bool) -> i32 {
     }
 }
 
-fn print_json(v: &Value) {
+/// Prints a value as indented JSON.
+pub fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
-fn s<'a>(v: &'a Value, k: &str) -> &'a str {
+/// The string member `k` of `v`, or `""`.
+pub fn s<'a>(v: &'a Value, k: &str) -> &'a str {
     v.get(k).and_then(Value::as_str).unwrap_or("")
 }
 

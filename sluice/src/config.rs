@@ -161,14 +161,21 @@ impl Default for WorkerSection {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SchedulerSection {
-    /// Time between promotion/reclaim passes. Default `500ms`.
+    /// Time between passes (fire due schedules, promote due jobs, reclaim expired leases).
+    /// Default `500ms`.
     #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub tick: Duration,
+    /// How long a schedule's run history is kept. Default `7d`.
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
+    pub history_retention: Duration,
 }
 
 impl Default for SchedulerSection {
     fn default() -> Self {
-        Self { tick: sluice_scheduler::SchedulerConfig::default().tick }
+        Self {
+            tick: sluice_scheduler::SchedulerConfig::default().tick,
+            history_retention: sluice_store::StoreConfig::default().schedule_history_retention,
+        }
     }
 }
 
@@ -496,6 +503,7 @@ pub fn store_config(c: &Config) -> sluice_store::StoreConfig {
         prefix: c.redis.prefix.clone(),
         shards: c.redis.shards,
         event_cap: c.events.cap,
+        schedule_history_retention: c.scheduler.history_retention,
         ..sluice_store::StoreConfig::default()
     }
 }

@@ -12,6 +12,7 @@ mod files;
 mod metrics;
 mod private_redis;
 mod reload;
+mod schedules;
 mod serve;
 mod signals;
 mod systemd;
@@ -379,6 +380,66 @@ enum ScheduleCommand {
     /// `sluice schedule next "0 9 * * 1-5" --tz Europe/Berlin --count 3`,
     /// `sluice schedule next 6h --every --weekdays 1,2,3,4,5 --hours 22-6`.
     Next(cadence::NextArgs),
+    /// Creates a schedule, e.g. `sluice schedule create nightly --pipeline release --cron "0 2 * * *" --tz Europe/Berlin`.
+    Create(schedules::CreateArgs),
+    /// Lists schedules in name order.
+    List {
+        /// Only this pipeline.
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// Only this target.
+        #[arg(long)]
+        target: Option<String>,
+        /// Only enabled schedules.
+        #[arg(long, conflicts_with = "disabled")]
+        enabled: bool,
+        /// Only disabled schedules.
+        #[arg(long)]
+        disabled: bool,
+        /// Page size (1 to 200).
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Continue after this cursor (printed at the end of the previous page).
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Shows a schedule.
+    Get {
+        /// Schedule id or name.
+        id: String,
+    },
+    /// Lists a schedule's runs, newest first: each fire with its execution and outcome, and
+    /// each fire that started nothing (skipped, failed).
+    Runs {
+        /// Schedule id or name.
+        id: String,
+        /// Page size (1 to 200).
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Continue after this cursor (printed at the end of the previous page).
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Fires a schedule now (refused while its target is busy, unless overlap is allow).
+    RunNow {
+        /// Schedule id or name.
+        id: String,
+    },
+    /// Enables a schedule: its next run is the first fire time from now.
+    Enable {
+        /// Schedule id or name.
+        id: String,
+    },
+    /// Disables a schedule: it fires no more until enabled (run-now still works).
+    Disable {
+        /// Schedule id or name.
+        id: String,
+    },
+    /// Deletes a schedule and its history (the executions it started are kept).
+    Delete {
+        /// Schedule id or name.
+        id: String,
+    },
 }
 
 fn load(serve: &ServeArgs, mut extra: Vec<(&'static str, String)>) -> anyhow::Result<(config::Config, PathBuf)> {
@@ -482,7 +543,7 @@ fn validate(serve: &ServeArgs, files: &[PathBuf]) -> i32 {
             }
         }
     }
-    for f in files {
+    for f in files.iter().filter(|f| f.file_name().and_then(|n| n.to_str()) != Some(files::SCHEDULES_FILE)) {
         match files::read_pipeline(f) {
             Ok(r) => paths.push((f.clone(), r)),
             Err(e) => {
@@ -508,6 +569,8 @@ fn validate(serve: &ServeArgs, files: &[PathBuf]) -> i32 {
             }
         }
     }
+    let dir = cfg.pipelines.dir.as_ref().map(|d| if d.is_absolute() { d.clone() } else { base.join(d) });
+    problems += validate_schedules(dir.as_deref(), files);
     if problems == 0 {
         println!("configuration and {} pipeline file(s) are valid", paths.len());
         0
@@ -515,6 +578,52 @@ fn validate(serve: &ServeArgs, files: &[PathBuf]) -> i32 {
         eprintln!("{problems} problem(s) found");
         1
     }
+}
+
+/// Checks the schedules the files define (`[[schedules]]` tables of the pipeline files of
+/// `dir` and of `files`, and `schedules.toml`); prints each problem and returns how many.
+fn validate_schedules(dir: Option<&std::path::Path>, files: &[PathBuf]) -> usize {
+    let mut problems = 0;
+    let mut list = Vec::new();
+    if let Some(dir) = dir {
+        match files::read_schedule_dir(dir) {
+            Ok(found) => list.extend(found),
+            Err(e) => {
+                eprintln!("{e:#}");
+                problems += 1;
+            }
+        }
+    }
+    for f in files {
+        match files::read_schedules(f) {
+            Ok(r) => list.push((f.clone(), r)),
+            Err(e) => {
+                eprintln!("{e:#}");
+                problems += 1;
+            }
+        }
+    }
+    let mut count = 0;
+    for (path, parsed) in list {
+        match parsed {
+            Ok(specs) => {
+                for s in &specs {
+                    println!("ok: {} (schedule `{}` of pipeline `{}`: {})", path.display(), s.name, s.pipeline, s.cadence);
+                }
+                count += specs.len();
+            }
+            Err(found) => {
+                for p in found {
+                    eprintln!("{}: {}: {}", path.display(), if p.field.is_empty() { "(file)" } else { &p.field }, p.message);
+                    problems += 1;
+                }
+            }
+        }
+    }
+    if problems == 0 && count > 0 {
+        println!("{count} schedule(s) are valid");
+    }
+    problems
 }
 
 fn run_client(args: &ClientArgs, f: impl AsyncFnOnce(&client::Client) -> Result<i32, client::ClientError>) -> i32 {
@@ -672,9 +781,34 @@ fn main() {
                 QueueCommand::Resume { queue } => run_client(&client, async move |c| client::queue_action(c, &queue, "resume", json).await.map(|()| 0)),
             }
         }
-        Command::Schedule { command, client } => match command {
-            ScheduleCommand::Next(args) => cadence::next(&args, client.json),
-        },
+        Command::Schedule { command, client } => {
+            let json = client.json;
+            match command {
+                ScheduleCommand::Next(args) => cadence::next(&args, json),
+                ScheduleCommand::Create(args) => run_client(&client, async move |c| schedules::create(c, &args, json).await.map(|()| 0)),
+                ScheduleCommand::List { pipeline, target, enabled, disabled, limit, cursor } => run_client(&client, async move |c| {
+                    let enabled = match (enabled, disabled) {
+                        (true, _) => Some(true),
+                        (_, true) => Some(false),
+                        _ => None,
+                    };
+                    let filter = schedules::ListFilter { pipeline, target, enabled, limit, cursor };
+                    schedules::list(c, &filter, json).await.map(|()| 0)
+                }),
+                ScheduleCommand::Get { id } => run_client(&client, async move |c| schedules::get(c, &id, json).await.map(|()| 0)),
+                ScheduleCommand::Runs { id, limit, cursor } => {
+                    run_client(&client, async move |c| schedules::runs(c, &id, limit, cursor.as_deref(), json).await.map(|()| 0))
+                }
+                ScheduleCommand::RunNow { id } => run_client(&client, async move |c| schedules::run_now(c, &id, json).await.map(|()| 0)),
+                ScheduleCommand::Enable { id } => {
+                    run_client(&client, async move |c| schedules::set_enabled(c, &id, true, json).await.map(|()| 0))
+                }
+                ScheduleCommand::Disable { id } => {
+                    run_client(&client, async move |c| schedules::set_enabled(c, &id, false, json).await.map(|()| 0))
+                }
+                ScheduleCommand::Delete { id } => run_client(&client, async move |c| schedules::delete(c, &id, json).await.map(|()| 0)),
+            }
+        }
         Command::Health { live, client } => {
             let json = client.json;
             let path = if live { "/healthz" } else { "/readyz" };

@@ -42,12 +42,51 @@ pub async fn connect(c: &Config, shutdown: &CancellationToken) -> anyhow::Result
     }
 }
 
-/// Applies every pipeline file of the configured directory; problems are reported, files
-/// with problems are skipped.
+/// Applies every pipeline file of the configured directory, then the schedules the files
+/// define (see [`load_schedules`]); problems are reported, files with problems are skipped.
 pub async fn load_pipelines(engine: &Engine, c: &Config, base: &Path) -> anyhow::Result<()> {
     let Some(dir) = &c.pipelines.dir else { return Ok(()) };
     let dir = if dir.is_absolute() { dir.clone() } else { base.join(dir) };
-    for (path, parsed) in crate::files::read_pipeline_dir(&dir)? {
+    apply_pipeline_files(engine, &dir).await?;
+    load_schedules(engine, &dir).await
+}
+
+/// Writes the schedules the files of `dir` define (`[[schedules]]` in pipeline files and in
+/// `schedules.toml`), by name: new ones are created, changed ones rewritten (keeping their
+/// id), and the schedules files defined before and define no longer are deleted, unless
+/// some file has problems (its schedules cannot be told apart from removed ones then).
+async fn load_schedules(engine: &Engine, dir: &Path) -> anyhow::Result<()> {
+    let mut specs = Vec::new();
+    let mut complete = true;
+    let mut origin = std::collections::HashMap::new();
+    for (path, parsed) in crate::files::read_schedule_dir(dir)? {
+        match parsed {
+            Ok(list) => {
+                for spec in list {
+                    origin.insert(spec.name.clone(), path.clone());
+                    specs.push(spec);
+                }
+            }
+            Err(problems) => {
+                complete = false;
+                for p in problems {
+                    tracing::error!(file = %path.display(), field = %p.field, "{}", p.message);
+                }
+            }
+        }
+    }
+    let count = specs.len();
+    for (name, p) in engine.sync_file_schedules(specs, complete).await? {
+        let file = origin.get(&name).map(|f| f.display().to_string()).unwrap_or_default();
+        tracing::error!(file = %file, schedule = %name, field = %p.field, "{}", p.message);
+    }
+    tracing::info!(schedules = count, dir = %dir.display(), "schedules from files applied");
+    Ok(())
+}
+
+/// Applies every pipeline file of `dir`.
+async fn apply_pipeline_files(engine: &Engine, dir: &Path) -> anyhow::Result<()> {
+    for (path, parsed) in crate::files::read_pipeline_dir(dir)? {
         match parsed {
             Ok(p) => {
                 let (version, changed) = engine.store().put_pipeline(&p, engine.now()).await?;

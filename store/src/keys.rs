@@ -261,6 +261,51 @@ impl Keys {
         format!("{}:exs:target:{target}", self.tag(shard))
     }
 
+    /// HASH `{p:s}:sch:<id>`: one schedule: `doc` (JSON definition), `rev` (compare-and-set
+    /// revision of the definition), `next_run_at` (absent while disabled), `last_run_at`.
+    /// The shard is its target's. Owner: `put_schedule`, `fire_schedule`.
+    pub fn schedule(&self, shard: u32, id: &str) -> String {
+        format!("{}:sch:{id}", self.tag(shard))
+    }
+
+    /// ZSET `{p:s}:sch:<id>:runs`: the ids of a schedule's history rows, score = when each
+    /// was recorded (ms). Owner: `fire_schedule` (which prunes it by age and count).
+    pub fn schedule_runs(&self, shard: u32, id: &str) -> String {
+        format!("{}:runs", self.schedule(shard, id))
+    }
+
+    /// HASH `{p:s}:sch:<id>:rows`: a schedule's history rows, row id → JSON. Owner:
+    /// `fire_schedule`, beside [`Keys::schedule_runs`].
+    pub fn schedule_rows(&self, shard: u32, id: &str) -> String {
+        format!("{}:rows", self.schedule(shard, id))
+    }
+
+    /// ZSET `{p:s}:schs:due`: ids of the shard's enabled schedules, score = when a scheduler
+    /// should next look at each (its `next_run_at`, or shortly after a fire skipped while
+    /// its target was busy). Due selection is one range query on it. Owner:
+    /// `put_schedule`, `fire_schedule`, `delete_schedule`.
+    pub fn schedules_due(&self, shard: u32) -> String {
+        format!("{}:schs:due", self.tag(shard))
+    }
+
+    /// HASH `{p:g}:schedule_names`: schedule name → id (names are unique). Owner:
+    /// `schedule_name`.
+    pub fn schedule_names(&self) -> String {
+        format!("{{{}:g}}:schedule_names", self.prefix)
+    }
+
+    /// ZSET `{p:g}:schedules`: every schedule name, score 0 (listed in name order). Owner:
+    /// `schedule_name`.
+    pub fn schedule_index(&self) -> String {
+        format!("{{{}:g}}:schedules", self.prefix)
+    }
+
+    /// SET `{p:g}:schedules:file`: names of the schedules defined in files. Owner:
+    /// `schedule_name`.
+    pub fn schedules_from_files(&self) -> String {
+        format!("{{{}:g}}:schedules:file", self.prefix)
+    }
+
     /// Pub/Sub channel `<p>:cancel`: carries the id of a running job whose execution was
     /// stopped; the worker running it kills it. A channel, not a key.
     pub fn cancel_channel(&self) -> String {
@@ -320,6 +365,10 @@ mod tests {
             k.queue_since(3, "deploy", Lane::External),
             k.queue_stats(3, "deploy", Lane::External),
             k.queue_paused(3, "deploy", Lane::External),
+            k.schedule(3, "sch_3_X"),
+            k.schedule_runs(3, "sch_3_X"),
+            k.schedule_rows(3, "sch_3_X"),
+            k.schedules_due(3),
         ];
         for key in &keys {
             assert_eq!(hash_tag(key), "sluice:3", "{key}");
@@ -334,6 +383,9 @@ mod tests {
         assert_eq!(k.execution_events(2, "ex_2_X"), format!("{}ex_2_X{EXECUTION_EVENTS_SUFFIX}", k.execution_prefix(2)));
         assert_eq!(hash_tag(&k.workers()), "sluice:g");
         assert_eq!(hash_tag(&k.worker("w1")), "sluice:g");
+        for key in [k.schedule_names(), k.schedule_index(), k.schedules_from_files()] {
+            assert_eq!(hash_tag(&key), "sluice:g", "{key}");
+        }
     }
 
     /// `sibling` in `lua/lib.lua` finds a queue's other keys by cutting the ready suffix
@@ -403,6 +455,13 @@ mod tests {
             "{p:s}:q:<queue>:paused",
             "{p:g}:workers",
             "{p:g}:worker:<id>",
+            "{p:s}:sch:<id>",
+            "{p:s}:sch:<id>:runs",
+            "{p:s}:sch:<id>:rows",
+            "{p:s}:schs:due",
+            "{p:g}:schedule_names",
+            "{p:g}:schedules",
+            "{p:g}:schedules:file",
         ] {
             assert!(doc.contains(pattern), "docs/redis-keys.md does not list {pattern}");
         }

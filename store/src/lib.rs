@@ -29,6 +29,8 @@ mod query;
 mod queues;
 mod plan;
 mod pulse;
+mod schedules;
+mod scheduling;
 mod scripts;
 mod timed;
 
@@ -51,6 +53,8 @@ pub use pipelines::StoredPipeline;
 pub use pulse::Pulse;
 pub use query::{EventCursor, EventReader, ExecutionFilter, ListCursor, MAX_PAGE, Page, StoredEvent};
 pub use queues::{QueueStats, WorkerInfo};
+pub use scheduling::{Created, FireReport, RanNow, ScheduleFilter, Updated};
+pub use schedules::{Fire, FireAction, FireOutcome, NameClaim, PutOutcome, RunCursor, RunPage, StartFire};
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +105,8 @@ pub struct StoreConfig {
     pub idempotency_ttl: Duration,
     /// Time limit of one Redis call.
     pub response_timeout: Duration,
+    /// How long a schedule's history rows are kept (`scheduler.history_retention`).
+    pub schedule_history_retention: Duration,
 }
 
 impl Default for StoreConfig {
@@ -112,6 +118,7 @@ impl Default for StoreConfig {
             event_cap: 100_000,
             idempotency_ttl: Duration::from_secs(7 * 24 * 3600),
             response_timeout: Duration::from_secs(5),
+            schedule_history_retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }

@@ -80,6 +80,30 @@ impl fmt::Display for ListCursor {
     }
 }
 
+/// Members of the sorted set `key` scored at most `max` (`+inf` for all), highest score
+/// first, skipping `offset` and returning at most `count`, with their scores (whole
+/// milliseconds): one page of a newest-first walk of an index.
+pub(crate) async fn newest_first(
+    conn: &mut crate::timed::TimedConnection,
+    key: &str,
+    max: &str,
+    offset: usize,
+    count: usize,
+) -> Result<Vec<(String, i64)>, StoreError> {
+    let rows: Vec<(String, f64)> = redis::cmd("ZREVRANGEBYSCORE")
+        .arg(key)
+        .arg(max)
+        .arg("-inf")
+        .arg("WITHSCORES")
+        .arg("LIMIT")
+        .arg(offset)
+        .arg(count)
+        .query_async(conn)
+        .await?;
+    #[allow(clippy::cast_possible_truncation)]
+    Ok(rows.into_iter().map(|(member, score)| (member, score as i64)).collect())
+}
+
 /// A position in every shard's event stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventCursor(Vec<String>);
@@ -192,22 +216,12 @@ impl Store {
         let mut out = Vec::new();
         let mut conn = self.conn.clone();
         loop {
-            let rows: Vec<(String, f64)> = redis::cmd("ZREVRANGEBYSCORE")
-                .arg(&index)
-                .arg(&max)
-                .arg("-inf")
-                .arg("WITHSCORES")
-                .arg("LIMIT")
-                .arg(offset)
-                .arg(batch)
-                .query_async(&mut conn)
-                .await?;
+            let rows = newest_first(&mut conn, &index, &max, offset, batch).await?;
             let exhausted = rows.len() < batch;
             offset += rows.len();
-            #[allow(clippy::cast_possible_truncation)]
             let candidates: Vec<String> = rows
                 .into_iter()
-                .filter(|(id, score)| cursor.is_none_or(|c| c.is_before(*score as i64, id)))
+                .filter(|(id, score)| cursor.is_none_or(|c| c.is_before(*score, id)))
                 .map(|(id, _)| id)
                 .collect();
             let mut pipe = redis::pipe();

@@ -28,6 +28,10 @@ pub(crate) struct Scripts {
     pub start_execution: Script,
     pub put_pipeline: Script,
     pub operate: Script,
+    pub schedule_name: Script,
+    pub put_schedule: Script,
+    pub delete_schedule: Script,
+    pub fire_schedule: Script,
 }
 
 impl Scripts {
@@ -46,11 +50,15 @@ impl Scripts {
             start_execution: with_lib(include_str!("../lua/start_execution.lua")),
             put_pipeline: with_lib(include_str!("../lua/put_pipeline.lua")),
             operate: with_lib(include_str!("../lua/operate.lua")),
+            schedule_name: with_lib(include_str!("../lua/schedule_name.lua")),
+            put_schedule: with_lib(include_str!("../lua/put_schedule.lua")),
+            delete_schedule: with_lib(include_str!("../lua/delete_schedule.lua")),
+            fire_schedule: with_lib(include_str!("../lua/fire_schedule.lua")),
         }
     }
 
     /// Every script, for loading them all up front (`/readyz` reports "scripts loaded").
-    pub(crate) fn all(&self) -> [&Script; 13] {
+    pub(crate) fn all(&self) -> [&Script; 17] {
         [
             &self.enqueue,
             &self.lease,
@@ -65,6 +73,10 @@ impl Scripts {
             &self.start_execution,
             &self.put_pipeline,
             &self.operate,
+            &self.schedule_name,
+            &self.put_schedule,
+            &self.delete_schedule,
+            &self.fire_schedule,
         ]
     }
 }

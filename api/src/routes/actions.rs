@@ -14,7 +14,7 @@ use serde_json::Value;
 use sluice_core::control::{Action, Operator};
 use sluice_core::{ExecutionStatus, Problem, ids};
 use sluice_store::engine::Acted;
-use sluice_store::{ExecutionFilter, ListCursor, MAX_PAGE};
+use sluice_store::{ExecutionFilter, ListCursor};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
@@ -33,8 +33,6 @@ const REASON_CHARS: std::ops::RangeInclusive<usize> = 1..=1000;
 const ACTION_FIELDS: &[&str] = &["reason"];
 /// Fields of a restart body.
 const RESTART_FIELDS: &[&str] = &["from_step", "reason"];
-/// Default page size of a listing.
-const DEFAULT_PAGE: usize = 20;
 
 // Documentation only: `parse_action` reads the body field by field.
 /// The body of an operator action; may be empty.
@@ -350,10 +348,7 @@ pub async fn list(State(state): State<AppState>, ApiQuery(query): ApiQuery<ListQ
             ApiError::BadRequest(format!("`cursor` `{}` is not a cursor this API gave out", quote(c)))
         })?),
     };
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::BadRequest(format!("`limit` must be between 1 and {MAX_PAGE}, not {limit}")));
-    }
+    let limit = super::page_size(query.limit)?;
     let filter = ExecutionFilter { status, pipeline: query.pipeline.filter(|p| !p.is_empty()), target: query.target.filter(|t| !t.is_empty()) };
     let store = state.engine.store();
     let page = store.list_executions(&filter, cursor.as_ref(), limit).await?;

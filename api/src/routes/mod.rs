@@ -54,6 +54,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod pipelines;
 pub mod queues;
+pub mod schedules;
 pub mod workers;
 
 /// The routes that need no token: the probes, the metrics and the OpenAPI document.
@@ -89,6 +90,10 @@ pub fn v1() -> OpenApiRouter<AppState> {
         .routes(routes!(queues::get))
         .routes(routes!(queues::pause))
         .routes(routes!(queues::resume))
+        .routes(routes!(schedules::create, schedules::list))
+        .routes(routes!(schedules::get, schedules::update, schedules::delete))
+        .routes(routes!(schedules::run_now))
+        .routes(routes!(schedules::runs))
         .routes(routes!(workers::lease))
         .routes(routes!(workers::heartbeat))
         .routes(routes!(workers::result))
@@ -117,6 +122,21 @@ pub fn served(auth: Auth) -> Router<AppState> {
     let (open, _) = open().split_for_parts();
     let (v1, _) = v1().split_for_parts();
     open.merge(auth::protect(v1, auth))
+}
+
+/// Default page size of the listings.
+pub(crate) const DEFAULT_PAGE: usize = 20;
+
+/// The page size a listing's `limit` asks for: 1 to [`sluice_store::MAX_PAGE`], default
+/// [`DEFAULT_PAGE`].
+pub(crate) fn page_size(limit: Option<usize>) -> Result<usize, ApiError> {
+    let max = sluice_store::MAX_PAGE;
+    let limit = limit.unwrap_or(DEFAULT_PAGE);
+    if (1..=max).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::BadRequest(format!("`limit` must be between 1 and {max}, not {limit}")))
+    }
 }
 
 /// The answer to a path no route matches.

@@ -77,7 +77,18 @@ pub fn assert_problem(reply: &Reply) {
     assert!(reply.body["detail"].is_string());
 }
 
+/// A pipeline of two `noop` steps, `build` then `ship`.
+pub const TWO_STEPS: &str = r#"{"id": "two", "steps": [
+    {"name": "build", "kind": "noop"}, {"name": "ship", "kind": "noop"}]}"#;
+
 impl Api {
+    /// Applies [`TWO_STEPS`] as pipeline `two`.
+    pub async fn apply_two_steps(&self) {
+        let body: Value = serde_json::from_str(TWO_STEPS).unwrap();
+        let r = self.call(Method::PUT, "/v1/pipelines/two", Some(body)).await;
+        assert!(r.status.is_success(), "{r:?}");
+    }
+
     pub async fn send(&self, request: Request<Body>) -> Reply {
         let head = request.method() == Method::HEAD;
         let response = self.app.clone().oneshot(request).await.unwrap();
