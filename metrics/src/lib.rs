@@ -143,17 +143,23 @@ pub enum ScheduleFire {
     Fired,
     /// Skipped (the target had a live execution, with `overlap = "skip"`).
     Skipped,
+    /// A late fire dropped (`catch_up = "none"`).
+    Dropped,
+    /// The execution could not start (its pipeline is gone).
+    Failed,
 }
 
 impl ScheduleFire {
     /// Every outcome.
-    pub const ALL: [ScheduleFire; 2] = [ScheduleFire::Fired, ScheduleFire::Skipped];
+    pub const ALL: [ScheduleFire; 4] = [ScheduleFire::Fired, ScheduleFire::Skipped, ScheduleFire::Dropped, ScheduleFire::Failed];
 
     /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
             ScheduleFire::Fired => "fired",
             ScheduleFire::Skipped => "skipped",
+            ScheduleFire::Dropped => "dropped",
+            ScheduleFire::Failed => "failed",
         }
     }
 }

@@ -194,6 +194,9 @@ async fn a_fire_on_a_target_parked_on_an_approval_is_skipped_until_the_first_tic
     assert_eq!((stored.last_run_at, stored.next_run_at), (Some(fired_at), Some(T0 + 2 * MIN)));
     let exec = engine.store().get_execution(runs[0].execution_id.as_deref().unwrap()).await.unwrap().unwrap();
     assert_eq!(exec.target.as_deref(), Some("repo:web"));
+    let metrics = engine.metrics().render(None);
+    assert!(metrics.contains("sluice_schedule_fires_total{outcome=\"fired\"} 1\n"), "{metrics}");
+    assert!(metrics.contains("sluice_schedule_fires_total{outcome=\"skipped\"} 3\n"), "one per tick that found the target busy: {metrics}");
 }
 
 #[tokio::test]

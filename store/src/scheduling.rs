@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use sluice_core::execution::{self, Plan, StartRequest};
 use sluice_core::schedule::{self, DuePlan, NextRun, ScheduleRun, SchedulePatch, ScheduleSpec, Source, Trigger};
 use sluice_core::{Millis, Problem, Schedule, ids};
+use sluice_metrics::ScheduleFire;
 
 use crate::engine::Engine;
 use crate::{Fire, FireAction, FireOutcome, NameClaim, PutOutcome, StartFire, StoreError, StoredPipeline};
@@ -379,10 +380,22 @@ impl Engine {
         let mut cache = PipelineCache::new();
         for id in &due {
             match self.fire_one(id, now, &mut cache).await {
-                Ok(Fired::Started) => report.fired += 1,
-                Ok(Fired::Skipped) => report.skipped += 1,
-                Ok(Fired::Dropped) => report.dropped += 1,
-                Ok(Fired::Failed) => report.failed += 1,
+                Ok(Fired::Started) => {
+                    report.fired += 1;
+                    self.metrics().schedule_fired(ScheduleFire::Fired);
+                }
+                Ok(Fired::Skipped) => {
+                    report.skipped += 1;
+                    self.metrics().schedule_fired(ScheduleFire::Skipped);
+                }
+                Ok(Fired::Dropped) => {
+                    report.dropped += 1;
+                    self.metrics().schedule_fired(ScheduleFire::Dropped);
+                }
+                Ok(Fired::Failed) => {
+                    report.failed += 1;
+                    self.metrics().schedule_fired(ScheduleFire::Failed);
+                }
                 Ok(Fired::Nothing) => {}
                 Err(StoreError::Contended(_)) => {}
                 Err(StoreError::Corrupt { key, reason }) => {
