@@ -88,7 +88,7 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         metrics_listen: Option<String>,
     },
-    /// The scheduler: promotes due delayed jobs and reclaims expired leases.
+    /// The scheduler: fires due schedules, promotes due delayed jobs and reclaims expired leases.
     Scheduler {
         #[command(flatten)]
         serve: ServeArgs,
