@@ -223,7 +223,7 @@ async fn the_shell_worker_completes_jobs_and_reports_failures_with_jq_and_with_p
         let failing = cluster.enqueue(&queue, "echo", json!({"fail": true}), 1).await;
         let script = example("external-worker.sh");
         let name = format!("sh-worker-{tool}");
-        let args = [script.as_str(), "-q", &queue, "-w", &name, "-n", "4", "-W", "2000", "-t", "3000", "--", "sh", "-c", handler];
+        let args = [script.as_str(), "-q", &queue, "-w", &name, "-n", "4", "-W", "2000", "-t", "15000", "--", "sh", "-c", handler];
         let mut worker = cluster.spawn_example(&name, "bash", &args, &[("JSON_TOOL", tool)]);
         let status = expect_exit(&mut worker, Duration::from_secs(60), "the shell worker").await;
         let log = cluster.setup.log_tail(&name, 30);
