@@ -84,17 +84,24 @@ fn validate_passes_the_shipped_config_and_reports_every_problem_of_broken_files(
         "id = \"b\"\n\n[[steps]]\nname = \"build\"\nkind = \"command\"\n\n[[steps]]\nname = \"ci\"\nkind = \"gate\"\ninterval = \"1ms\"\nprobe = { run = [] }\nmax_polls = 5\n",
     )
     .unwrap();
+    std::fs::write(
+        pipelines.join("schedules.toml"),
+        "[[schedules]]\nname = \"nightly\"\npipeline = \"b\"\ncron = \"0 25 * * *\"\n",
+    )
+    .unwrap();
     std::fs::write(pipelines.join("c-kind.json"), r#"{"id": "c", "steps": [{"name": "x", "kind": "teleport"}]}"#).unwrap();
     let out = sluice(&["validate", "--config", config.to_str().unwrap()], &[]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
+    assert_eq!(err.matches("is not valid TOML").count(), 1, "each problem once:\n{err}");
     for expected in [
         "a-syntax.toml: (file): is not valid TOML (line 2)",
         "b-fields.toml:3: steps[0].run: is required",
         "b-fields.toml:10: steps[1].interval: must be at least 1s",
         "b-fields.toml:11: steps[1].probe.run: must not be empty",
         "c-kind.json: steps[0].kind: unknown kind `teleport`",
-        "5 problem(s) found",
+        "schedules.toml:4: schedules[0].cron:",
+        "6 problem(s) found",
     ] {
         assert!(err.contains(expected), "`{expected}` not in:\n{err}");
     }

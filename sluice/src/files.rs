@@ -192,8 +192,9 @@ every = "6h"
 }
 
 /// The 1-based line of a TOML pipeline file where `field` (a problem's path, such as
-/// `steps[1].probe.run[0]`) is written, as far as it can be told from the text: the line of
-/// its key within its `[[steps]]` table, else the table's header. `None` for a field it
+/// `steps[1].probe.run[0]`, `schedules[0].cron`) is written, as far as it can be told from
+/// the text: the line of its key within its `[[steps]]` (or `[[schedules]]`) table, else the
+/// table's header. `None` for a field it
 /// cannot place (a whole-document problem, or a key that is not written at all and has no
 /// table to point at).
 pub fn line_of(text: &str, field: &str) -> Option<usize> {
@@ -208,12 +209,13 @@ pub fn line_of(text: &str, field: &str) -> Option<usize> {
         line.trim_start().strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('='))
     };
     match first.split_once('[') {
-        Some(("steps", rest)) => {
+        Some((table, rest)) => {
             let index: usize = rest.trim_end_matches(']').parse().ok()?;
+            let header_text = format!("[[{table}]]");
             let header = lines
                 .iter()
                 .enumerate()
-                .filter(|(_, l)| l.trim() == "[[steps]]")
+                .filter(|(_, l)| l.trim() == header_text)
                 .nth(index)
                 .map(|(i, _)| i)?;
             let end = lines
@@ -248,5 +250,7 @@ mod line_tests {
         assert_eq!(line_of(TEXT, "steps[5].name"), None);
         assert_eq!(line_of(TEXT, ""), None);
         assert_eq!(line_of(TEXT, "description"), None);
+        let with_schedule = format!("{TEXT}\n[[schedules]]\nname = \"n\"\ncron = \"bad\"\n");
+        assert_eq!(line_of(&with_schedule, "schedules[0].cron"), Some(16));
     }
 }

@@ -613,8 +613,15 @@ fn validate_schedules(dir: Option<&std::path::Path>, files: &[PathBuf]) -> usize
                 count += specs.len();
             }
             Err(found) => {
-                for p in found {
-                    eprintln!("{}: {}: {}", path.display(), if p.field.is_empty() { "(file)" } else { &p.field }, p.message);
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let pipeline_file = path.file_name().and_then(|n| n.to_str()) != Some(files::SCHEDULES_FILE);
+                // A pipeline file that does not parse was reported with the pipelines already.
+                for p in found.iter().filter(|p| !(pipeline_file && p.field.is_empty())) {
+                    let at = match files::line_of(&text, &p.field) {
+                        Some(line) => format!("{}:{line}", path.display()),
+                        None => path.display().to_string(),
+                    };
+                    eprintln!("{at}: {}: {}", if p.field.is_empty() { "(file)" } else { &p.field }, p.message);
                     problems += 1;
                 }
             }
