@@ -21,6 +21,9 @@ use crate::{Latency, Rate, command_counts, connect, cost, delete_keys, reset_sta
 
 const CONCURRENCY: usize = 64;
 const BULK_CHUNK: usize = 1_000;
+/// The largest apalis-redis backlog: its fetch script unpacks every due task at once and
+/// fails ("too many results to unpack") at about 8 000 due tasks.
+pub(crate) const MAX_BACKLOG: usize = 5_000;
 /// Pickup samples per configuration; fewer when a sample times out.
 const PICKUP_SAMPLES: usize = 50;
 
@@ -110,7 +113,7 @@ pub(crate) async fn run(
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let mut conn = connect(&options.redis_url).await?;
-    let n = options.jobs;
+    let n = options.jobs.min(MAX_BACKLOG);
 
     // Enqueue rates and memory per pending task (the recommended connection; enqueue does
     // not depend on the worker's settings).

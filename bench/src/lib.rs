@@ -246,8 +246,10 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     let run_id = format!("bench{}x{stamp}", std::process::id());
     let mut report = Report::default();
     sluice_side::run(options, &run_id, &mut report).await?;
-    if options.apalis {
-        apalis_baseline::run(options, &run_id, &mut report).await?;
+    if options.apalis
+        && let Err(e) = apalis_baseline::run(options, &run_id, &mut report).await
+    {
+        report.apalis_error = Some(format!("{e:#}"));
     }
     if options.redis_benchmark {
         report.redis_benchmark = report::redis_benchmark(&options.redis_url).await;

@@ -64,6 +64,8 @@ pub struct Report {
     pub apalis_memory_per_pending_job_bytes: Option<f64>,
     /// apalis-redis baselines.
     pub apalis: Vec<ApalisRun>,
+    /// Why the apalis-redis baseline stopped early, if it did.
+    pub apalis_error: Option<String>,
     /// `redis-benchmark` output lines, or why there are none.
     pub redis_benchmark: Vec<String>,
 }
@@ -167,6 +169,9 @@ impl Report {
                 &format!("apalis-redis ({}) idle pickup", a.settings),
                 latency(&a.pickup),
             );
+        }
+        if let Some(e) = &self.apalis_error {
+            row("apalis-redis baseline stopped", e.clone());
         }
         for line in &self.redis_benchmark {
             row("redis-benchmark", line.clone());
