@@ -56,6 +56,31 @@ struct ClientArgs {
     json: bool,
 }
 
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// The Redis to measure against (nothing is started).
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// Jobs per enqueue and drain scenario.
+    #[arg(long, default_value_t = 20_000)]
+    jobs: usize,
+    /// Idle pickup samples.
+    #[arg(long, default_value_t = 200)]
+    samples: usize,
+    /// Executions of the 5-step pipeline scenario.
+    #[arg(long, default_value_t = 2_000)]
+    pipelines: usize,
+    /// Leave out the apalis-redis baseline.
+    #[arg(long)]
+    no_apalis: bool,
+    /// Leave out redis-benchmark.
+    #[arg(long)]
+    no_redis_benchmark: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// API, scheduler and worker in one process (starts a private redis-server if none answers).
@@ -153,6 +178,10 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Measures enqueue and drain rates, idle pickup latency, pipeline steps per second and
+    /// Redis cost per job against a Redis of your own, with apalis-redis as a baseline.
+    /// Use a private, otherwise idle Redis: its command statistics are reset.
+    Bench(BenchArgs),
     /// Prints a shell completion script, e.g. `sluice completions bash > /etc/bash_completion.d/sluice`.
     Completions {
         /// The shell.
@@ -691,6 +720,45 @@ fn completions(shell: clap_complete::Shell) -> i32 {
     }
 }
 
+/// `sluice bench`.
+fn bench(args: BenchArgs) -> i32 {
+    let options = sluice_bench::Options {
+        jobs: args.jobs.max(1),
+        latency_samples: args.samples.max(1),
+        pipelines: args.pipelines.max(1),
+        apalis: !args.no_apalis,
+        redis_benchmark: !args.no_redis_benchmark,
+        ..sluice_bench::Options::new(args.redis_url)
+    };
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    match rt.block_on(sluice_bench::run(&options)) {
+        Ok(report) if args.json => match serde_json::to_string_pretty(&report) {
+            Ok(text) => {
+                println!("{text}");
+                0
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                1
+            }
+        },
+        Ok(report) => {
+            print!("{}", report.table());
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}
+
 fn main() {
     exit_quietly_on_closed_pipe();
     let cli = Cli::parse();
@@ -822,6 +890,7 @@ fn main() {
             run_client(&client, async move |c| Ok(client::health(c, path, json).await))
         }
         Command::Completions { shell } => completions(shell),
+        Command::Bench(args) => bench(args),
     };
     std::process::exit(code);
 }
