@@ -9,7 +9,6 @@ use redis::aio::MultiplexedConnection;
 use serde_json::json;
 use sluice_core::execution::StartRequest;
 use sluice_core::job::{NewJob, kinds};
-use sluice_core::retry::RetryPolicy;
 use sluice_core::{SystemClock, ids, pipeline};
 use sluice_store::engine::Engine;
 use sluice_store::{Lane, StartOutcome, Store, StoreConfig};
@@ -24,19 +23,7 @@ const BULK_CHUNK: usize = 1_000;
 const POLL: Duration = Duration::from_millis(5);
 
 fn noop_job(i: usize) -> NewJob {
-    NewJob {
-        id: ids::new_id(ids::JOB, 0),
-        queue: QUEUE.into(),
-        kind: kinds::NOOP.into(),
-        payload: json!({ "i": i }),
-        priority: 0,
-        retry: RetryPolicy::default(),
-        timeout_ms: None,
-        run_at: None,
-        dedupe_key: None,
-        execution_id: None,
-        step: None,
-    }
+    NewJob::new(ids::new_id(ids::JOB, 0), QUEUE, kinds::NOOP, json!({ "i": i }))
 }
 
 async fn engine(url: &str, prefix: &str) -> anyhow::Result<Engine> {

@@ -479,17 +479,11 @@ pub fn step_job(execution_id: &str, index: usize, step: &StepDef, job_id: String
         _ => Value::Null,
     };
     NewJob {
-        id: job_id,
-        queue: step.queue.clone(),
-        kind: step.kind.name().to_string(),
-        payload,
-        priority: 0,
         retry: step.retry.clone(),
         timeout_ms: step.timeout_ms,
-        run_at: None,
-        dedupe_key: None,
         execution_id: Some(execution_id.to_string()),
         step: u32::try_from(index).ok(),
+        ..NewJob::new(job_id, step.queue.clone(), step.kind.name(), payload)
     }
 }
 

@@ -153,7 +153,7 @@ pub fn is_helper_job(job: &Job) -> bool {
 
 /// A probe job of gate step `index` (`def`), due at `run_at` (`None`: now). Probes are
 /// never retried as jobs: the gate counts probe errors itself.
-pub fn probe_job(execution_id: &str, index: usize, def: &StepDef, _gate: &GateDef, job_id: String, run_at: Option<Millis>) -> NewJob {
+pub fn probe_job(execution_id: &str, index: usize, def: &StepDef, job_id: String, run_at: Option<Millis>) -> NewJob {
     let mut job = step_job(execution_id, index, def, job_id);
     job.payload = json!({ "gate": "probe" });
     job.retry = RetryPolicy { max_attempts: 1, ..def.retry.clone() };
@@ -321,7 +321,7 @@ pub(crate) fn settle(
     match decision {
         Next::Probe(delay) => {
             let run_at = probe_after(&mut state, delay);
-            let job = probe_job(&next.id, index, &def, gate, next_job_id(), run_at);
+            let job = probe_job(&next.id, index, &def, next_job_id(), run_at);
             next.steps[index].status = if run_at.is_some() { StepStatus::Waiting } else { StepStatus::Queued };
             next.steps[index].gate = Some(state);
             steps::add_job(next, index, job, plan);

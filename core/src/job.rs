@@ -281,6 +281,26 @@ pub struct NewJob {
     pub step: Option<u32>,
 }
 
+impl NewJob {
+    /// A standalone job with id `id`: ready now, priority 0, the default retry policy, no
+    /// time limit, no dedupe key. Set the other fields on the result as needed.
+    pub fn new(id: String, queue: impl Into<String>, kind: impl Into<String>, payload: Value) -> Self {
+        Self {
+            id,
+            queue: queue.into(),
+            kind: kind.into(),
+            payload,
+            priority: 0,
+            retry: RetryPolicy::default(),
+            timeout_ms: None,
+            run_at: None,
+            dedupe_key: None,
+            execution_id: None,
+            step: None,
+        }
+    }
+}
+
 /// Bounds of `priority`.
 pub const MAX_PRIORITY: i32 = 1000;
 

@@ -59,9 +59,9 @@ pub(crate) fn enter(
             set_once(&mut step.started_at, now);
             add_job(next, index, job, plan);
         }
-        StepKind::Gate(gate) => {
+        StepKind::Gate(_) => {
             step.gate = Some(GateState::new(now));
-            let job = crate::gate::probe_job(&id, index, &def, gate, next_job_id(), None);
+            let job = crate::gate::probe_job(&id, index, &def, next_job_id(), None);
             step.status = StepStatus::Queued;
             add_job(next, index, job, plan);
         }

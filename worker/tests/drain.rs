@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use sluice_core::job::{NewJob, Outcome, kinds};
-use sluice_core::retry::RetryPolicy;
 use sluice_core::{SystemClock, ids};
 use sluice_store::engine::{Engine, Settled};
 use sluice_store::{JobStart, Lane, Store, StoreConfig};
@@ -23,19 +22,7 @@ const BACKLOG: usize = 100_000;
 
 async fn enqueue(engine: &Engine, n: usize) {
     let jobs: Vec<NewJob> = (0..n)
-        .map(|i| NewJob {
-            id: ids::new_id(ids::JOB, 0),
-            queue: QUEUE.into(),
-            kind: kinds::NOOP.into(),
-            payload: json!({ "i": i }),
-            priority: 0,
-            retry: RetryPolicy::default(),
-            timeout_ms: None,
-            run_at: None,
-            dedupe_key: None,
-            execution_id: None,
-            step: None,
-        })
+        .map(|i| NewJob::new(ids::new_id(ids::JOB, 0), QUEUE, kinds::NOOP, json!({ "i": i })))
         .collect();
     for chunk in jobs.chunks(10_000) {
         engine.store().enqueue(chunk, engine.now()).await.expect("enqueue");

@@ -7,7 +7,7 @@ mod common;
 use common::{Kit, count};
 use serde_json::json;
 use sluice_core::job::NewJob;
-use sluice_core::{ExecutionStatus, FailureKind, RetryPolicy, StepStatus};
+use sluice_core::{ExecutionStatus, FailureKind, StepStatus};
 
 /// A probe script: appends a line to `counter`, then answers pending (exit 75) until its
 /// `n`-th run, and pass (exit 0) from then on, writing a summary.
@@ -39,18 +39,9 @@ output = "done"
 /// Standalone jobs that only append to `file`.
 fn side_jobs(file: &str, n: usize) -> Vec<NewJob> {
     (0..n)
-        .map(|i| NewJob {
-            id: sluice_core::ids::new_id(sluice_core::ids::JOB, 0),
-            queue: "default".into(),
-            kind: "command".into(),
-            payload: json!({ "run": ["sh", "-c", format!("echo {i} >> {file}")] }),
-            priority: 0,
-            retry: RetryPolicy::default(),
-            timeout_ms: None,
-            run_at: None,
-            dedupe_key: None,
-            execution_id: None,
-            step: None,
+        .map(|i| {
+            let id = sluice_core::ids::new_id(sluice_core::ids::JOB, 0);
+            NewJob::new(id, "default", "command", json!({ "run": ["sh", "-c", format!("echo {i} >> {file}")] }))
         })
         .collect()
 }
