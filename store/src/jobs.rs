@@ -325,17 +325,15 @@ impl Store {
     /// Redis errors; a malformed id.
     pub async fn start(&self, job: &Job, token: &str, deadline: Millis, now: Millis) -> Result<StartOutcome, StoreError> {
         let shard = self.shard_of_job(&job.id)?;
-        let mut conn = self.conn.clone();
-        let mut inv = self.in_shard(&self.scripts.start, shard, now);
-        inv.key(self.keys.job(shard, &job.id)).key(self.keys.leased(shard));
+        let mut keys = KeyList::for_shard(&self.keys, shard);
+        keys.add(self.keys.job(shard, &job.id));
+        keys.add(self.keys.leased(shard));
         if let Some(exec) = &job.execution_id {
-            inv.key(self.keys.execution_events(shard, exec));
+            keys.add(self.keys.execution_events(shard, exec));
         }
-        let reply: Vec<RValue> = inv
-            .arg(token)
-            .arg(deadline)
-            .invoke_async(&mut conn)
-            .await?;
+        let mut args = self.common_args(now).to_vec();
+        args.extend([token.to_string(), deadline.to_string()]);
+        let reply = self.scripts.start.call(&self.conn, shard, keys.into_vec(), args).await?;
         Ok(match status_reply("start", &reply)?.as_str() {
             "ok" => StartOutcome::Started {
                 attempt: u32::try_from(int_at(&reply, 1).unwrap_or(1)).unwrap_or(1),
@@ -445,10 +443,9 @@ impl Store {
         if let Some(record) = record {
             body["record"] = record;
         }
-        let mut inv = self.with_keys(&self.scripts.settle, keys, now);
-        inv.arg(token).arg(expired_before).arg(body.to_string());
-        let mut conn = self.conn.clone();
-        let reply: Vec<RValue> = inv.invoke_async(&mut conn).await?;
+        let mut args = self.common_args(now).to_vec();
+        args.extend([token.to_string(), expired_before.to_string(), body.to_string()]);
+        let reply = self.scripts.settle.call(&self.conn, shard, keys.into_vec(), args).await?;
         Ok(match status_reply("settle", &reply)?.as_str() {
             "ok" => {
                 self.metrics().jobs_enqueued(&plan.jobs);

@@ -20,6 +20,7 @@
 
 pub mod engine;
 pub mod keys;
+mod batch;
 mod codec;
 mod executions;
 mod jobs;

@@ -6,10 +6,17 @@
 
 use redis::Script;
 
+use crate::batch::Batcher;
+
 const LIB: &str = include_str!("../lua/lib.lua");
 
 fn with_lib(body: &str) -> Script {
     Script::new(&format!("{LIB}\n{body}"))
+}
+
+/// A script called once per job attempt, batched (see [`crate::batch`]).
+fn batched(body: &str) -> Batcher {
+    Batcher::new(&format!("{LIB}\n{body}"))
 }
 
 /// All scripts of the store.
@@ -18,9 +25,9 @@ pub(crate) struct Scripts {
     pub enqueue: Script,
     pub lease: Script,
     pub lease_external: Script,
-    pub start: Script,
+    pub start: Batcher,
     pub heartbeat: Script,
-    pub settle: Script,
+    pub settle: Batcher,
     pub cancel: Script,
     pub release: Script,
     pub promote: Script,
@@ -40,9 +47,9 @@ impl Scripts {
             enqueue: with_lib(include_str!("../lua/enqueue.lua")),
             lease: with_lib(include_str!("../lua/lease.lua")),
             lease_external: with_lib(include_str!("../lua/lease_external.lua")),
-            start: with_lib(include_str!("../lua/start.lua")),
+            start: batched(include_str!("../lua/start.lua")),
             heartbeat: with_lib(include_str!("../lua/heartbeat.lua")),
-            settle: with_lib(include_str!("../lua/settle.lua")),
+            settle: batched(include_str!("../lua/settle.lua")),
             cancel: with_lib(include_str!("../lua/cancel.lua")),
             release: with_lib(include_str!("../lua/release.lua")),
             promote: with_lib(include_str!("../lua/promote.lua")),
@@ -58,14 +65,18 @@ impl Scripts {
     }
 
     /// Every script, for loading them all up front (`/readyz` reports "scripts loaded").
-    pub(crate) fn all(&self) -> [&Script; 17] {
+    pub(crate) fn all(&self) -> [&Script; 19] {
+        let [start, start_batch] = self.start.scripts();
+        let [settle, settle_batch] = self.settle.scripts();
         [
             &self.enqueue,
             &self.lease,
             &self.lease_external,
-            &self.start,
+            start,
+            start_batch,
             &self.heartbeat,
-            &self.settle,
+            settle,
+            settle_batch,
             &self.cancel,
             &self.release,
             &self.promote,

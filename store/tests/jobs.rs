@@ -261,3 +261,54 @@ async fn promotion_moves_due_jobs_in_bounded_chunks() {
     assert_eq!(store.queues(0).await.unwrap(), vec!["default".to_string()]);
     let _ = Duration::ZERO;
 }
+
+/// Concurrent starts and settles go out as a few batched script calls, and each is applied
+/// exactly as it would be alone: once, under its own token, with a duplicate refused.
+#[tokio::test]
+async fn concurrent_starts_and_settles_are_batched_and_each_applied_once() {
+    let redis = RedisServer::start();
+    let store = store(&redis).await;
+    let n = 200;
+    let jobs: Vec<NewJob> = (0..n).map(|_| new_job("default")).collect();
+    store.enqueue(&jobs, T0).await.unwrap();
+    let leased = store.lease(0, "default", Lane::Builtin, "w", n, T0 + 30_000, T0, 10).await.unwrap();
+    assert_eq!(leased.jobs.len(), n);
+    store.reset_command_counts().await.unwrap();
+
+    let started = futures::future::join_all(leased.jobs.iter().map(|job| {
+        let token = job.lease.as_ref().unwrap().token.clone();
+        let store = store.clone();
+        async move { store.start(job, &token, T0 + 30_000, T0).await.unwrap() }
+    }))
+    .await;
+    assert!(started.iter().all(|s| *s == JobStart::Started { attempt: 1 }), "{started:?}");
+
+    let settle_all = || {
+        futures::future::join_all(leased.jobs.iter().map(|job| {
+            let token = job.lease.as_ref().unwrap().token.clone();
+            let store = store.clone();
+            let mut job = job.clone();
+            job.attempts = 1;
+            async move {
+                let settlement = Settlement::Completed { output: json!({"id": job.id}) };
+                let plan = Plan { events: sluice_core::execution::settlement_events(&job, &settlement), ..Plan::default() };
+                store.settle(&job, &token, &settlement, &plan, None, 0, None, T0 + 5).await.unwrap()
+            }
+        }))
+    };
+    let settled = settle_all().await;
+    assert!(settled.iter().all(|s| *s == SettleOutcome::Applied), "{settled:?}");
+    let counts = store.command_counts().await.unwrap();
+    let scripts = counts.get("evalsha").copied().unwrap_or(0) + counts.get("eval").copied().unwrap_or(0);
+    assert!(scripts < (2 * n as u64) / 4, "{scripts} script calls for {n} starts and {n} settles: not batched");
+
+    let again = settle_all().await;
+    assert!(again.iter().all(|s| *s == SettleOutcome::LeaseLost), "a result is applied once: {again:?}");
+    for job in &jobs {
+        let done = store.get_job(&job.id).await.unwrap().unwrap();
+        assert_eq!((done.status, done.attempts), (JobStatus::Completed, 1));
+        assert_eq!(done.result, Some(json!({"id": job.id})), "each settle wrote its own result");
+    }
+    let completed = events(&redis).await.iter().filter(|(k, _)| k == "job.completed").count();
+    assert_eq!(completed, n);
+}
