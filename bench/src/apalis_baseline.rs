@@ -17,7 +17,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{Mutex, Notify};
 
 use crate::report::{ApalisRun, Report};
-use crate::{Latency, Rate, command_counts, connect, cost, delete_keys, reset_stats, used_memory};
+use crate::{Latency, Meter, Rate, connect, delete_keys, used_memory};
 
 const CONCURRENCY: usize = 64;
 const BULK_CHUNK: usize = 1_000;
@@ -148,7 +148,7 @@ pub(crate) async fn run(
         // Drain at concurrency 64, cut off at the cap.
         let shared = Arc::new(Shared::default());
         shared.target.store(n, Ordering::SeqCst);
-        reset_stats(&mut conn).await?;
+        let meter = Meter::start(&mut conn).await?;
         let began = Instant::now();
         let name = format!("{queue}-drain");
         let finished = {
@@ -168,10 +168,9 @@ pub(crate) async fn run(
             with_worker!(name, s.clone(), shared, finished)?
         };
         let elapsed = began.elapsed();
-        let counts = command_counts(&mut conn).await?;
         let done = shared.done.load(Ordering::SeqCst);
         let drain = Rate::new(done, elapsed, !finished);
-        let redis = cost(&counts, &BTreeMap::new(), done);
+        let redis = meter.finish(&mut conn, &BTreeMap::new(), done).await?;
         delete_keys(&mut conn, &queue).await?;
 
         // Idle pickup: one task at a time to an idle worker, each wait capped.

@@ -27,6 +27,8 @@ pub struct Options {
     pub jobs: usize,
     /// Worker concurrencies of the drain scenario.
     pub concurrencies: Vec<usize>,
+    /// Backlog sizes of the drain-at-backlog scenario (concurrency 64).
+    pub backlogs: Vec<usize>,
     /// Idle pickup samples.
     pub latency_samples: usize,
     /// Executions of the 5-step pipeline scenario.
@@ -48,6 +50,7 @@ impl Options {
             redis_url: redis_url.into(),
             jobs: 20_000,
             concurrencies: vec![1, 16, 64],
+            backlogs: vec![1_000, 1_000_000],
             latency_samples: 200,
             pipelines: 2_000,
             apalis: true,
@@ -133,6 +136,14 @@ pub struct RedisCost {
     pub calls_per_item: f64,
     /// Commands Redis executed per item, including those run inside scripts.
     pub commands_per_item: f64,
+    /// Redis server CPU time (user + system, `INFO cpu`) per item, in microseconds: the
+    /// share of one Redis core an item takes, so `1e6 / redis_cpu_us_per_item` is the rate
+    /// one Redis could sustain for this work if nothing else limited it.
+    pub redis_cpu_us_per_item: f64,
+    /// CPU time (user + system) of the bench process per item, in microseconds: the
+    /// worker under test runs in it, so this is the worker's cost of an item (the bench's own
+    /// polling is a few calls per scenario).
+    pub client_cpu_us_per_item: f64,
 }
 
 /// A connection for the bench's own reads (INFO, polling, cleanup).
@@ -142,9 +153,7 @@ pub(crate) async fn connect(url: &str) -> anyhow::Result<MultiplexedConnection> 
 }
 
 /// Counts of commands by name (`INFO commandstats`).
-pub(crate) async fn command_counts(
-    conn: &mut MultiplexedConnection,
-) -> anyhow::Result<BTreeMap<String, u64>> {
+async fn command_counts(conn: &mut MultiplexedConnection) -> anyhow::Result<BTreeMap<String, u64>> {
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
         .query_async(conn)
@@ -161,19 +170,81 @@ pub(crate) async fn command_counts(
     Ok(out)
 }
 
-pub(crate) async fn reset_stats(conn: &mut MultiplexedConnection) -> anyhow::Result<()> {
-    let _: () = redis::cmd("CONFIG")
-        .arg("RESETSTAT")
-        .query_async(conn)
-        .await?;
-    Ok(())
+/// Redis's CPU time so far (`used_cpu_user` + `used_cpu_sys` of `INFO cpu`), in seconds.
+async fn cpu_seconds(conn: &mut MultiplexedConnection) -> anyhow::Result<f64> {
+    let info: String = redis::cmd("INFO").arg("cpu").query_async(conn).await?;
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .ok_or_else(|| anyhow::anyhow!("INFO cpu has no {name}"))
+    };
+    Ok(field("used_cpu_user:")? + field("used_cpu_sys:")?)
 }
 
-/// The cost per item of the commands counted since the last reset, leaving out the bench's
-/// own commands: `INFO`/`CONFIG` and `own` further calls of the named commands.
-pub(crate) fn cost(
+/// CPU time (user + system, all threads) of this process so far, in seconds, from
+/// `/proc/self/stat` (clock ticks of 10 ms); 0 where that file does not exist.
+fn process_cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces) start at field 3; utime and
+    // stime are fields 14 and 15.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Measures the Redis work of one scenario: started just before it (command counters
+/// reset, CPU times read), finished just after.
+pub(crate) struct Meter {
+    cpu: f64,
+    client_cpu: f64,
+}
+
+impl Meter {
+    pub(crate) async fn start(conn: &mut MultiplexedConnection) -> anyhow::Result<Meter> {
+        let _: () = redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query_async(conn)
+            .await?;
+        Ok(Meter {
+            cpu: cpu_seconds(conn).await?,
+            client_cpu: process_cpu_seconds(),
+        })
+    }
+
+    /// The cost per item of the work since [`Meter::start`], leaving out the bench's own
+    /// commands: `INFO`/`CONFIG` and `own` further calls of the named commands.
+    pub(crate) async fn finish(
+        self,
+        conn: &mut MultiplexedConnection,
+        own: &BTreeMap<&str, u64>,
+        items: usize,
+    ) -> anyhow::Result<RedisCost> {
+        let client_cpu = process_cpu_seconds() - self.client_cpu;
+        let cpu = cpu_seconds(conn).await? - self.cpu;
+        let counts = command_counts(conn).await?;
+        let mut cost = cost(&counts, own, cpu, items);
+        cost.client_cpu_us_per_item = client_cpu.max(0.0) * 1e6 / items.max(1) as f64;
+        Ok(cost)
+    }
+}
+
+/// The cost per item of `counts` commands and `cpu` seconds of Redis CPU time, leaving out
+/// the bench's own commands: `INFO`/`CONFIG` and `own` further calls of the named commands.
+fn cost(
     counts: &BTreeMap<String, u64>,
     own: &BTreeMap<&str, u64>,
+    cpu: f64,
     items: usize,
 ) -> RedisCost {
     let admin = |name: &str| name == "info" || name.starts_with("config");
@@ -198,6 +269,8 @@ pub(crate) fn cost(
     RedisCost {
         calls_per_item: calls as f64 / items,
         commands_per_item: commands as f64 / items,
+        redis_cpu_us_per_item: cpu.max(0.0) * 1e6 / items,
+        client_cpu_us_per_item: 0.0,
     }
 }
 

@@ -11,6 +11,8 @@ use crate::{Latency, Rate, RedisCost};
 pub struct Drain {
     /// Jobs run at once by the one worker.
     pub concurrency: usize,
+    /// Jobs waiting when the worker started.
+    pub backlog: usize,
     /// Jobs per second.
     pub rate: Rate,
     /// Redis work per job.
@@ -50,8 +52,10 @@ pub struct Report {
     pub enqueue_bulk: Option<Rate>,
     /// sluice: `used_memory` growth per pending job.
     pub memory_per_pending_job_bytes: Option<f64>,
-    /// sluice: drains.
+    /// sluice: drains of `--jobs` jobs at each concurrency.
     pub drain: Vec<Drain>,
+    /// sluice: drains at concurrency 64 of each `--backlogs` size.
+    pub backlog_drain: Vec<Drain>,
     /// sluice: idle pickup latency.
     pub pickup: Option<Latency>,
     /// sluice: 5-step pipelines.
@@ -80,8 +84,8 @@ fn rate(r: &Rate) -> String {
 
 fn cost(c: &RedisCost) -> String {
     format!(
-        "{:.2} calls, {:.1} commands",
-        c.calls_per_item, c.commands_per_item
+        "{:.2} calls, {:.1} commands, CPU {:.1} µs Redis + {:.1} µs worker",
+        c.calls_per_item, c.commands_per_item, c.redis_cpu_us_per_item, c.client_cpu_us_per_item
     )
 }
 
@@ -136,6 +140,16 @@ impl Report {
             );
             row(
                 &format!("  Redis per job, concurrency {}", d.concurrency),
+                cost(&d.redis),
+            );
+        }
+        for d in &self.backlog_drain {
+            row(
+                &format!("sluice drain, backlog {}, concurrency 64", d.backlog),
+                rate(&d.rate),
+            );
+            row(
+                &format!("  Redis per job, backlog {}", d.backlog),
                 cost(&d.redis),
             );
         }

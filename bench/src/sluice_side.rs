@@ -16,14 +16,19 @@ use sluice_worker::{Worker, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::report::{Drain, Pipelines, Report};
-use crate::{Latency, Rate, command_counts, connect, cost, delete_keys, reset_stats, used_memory};
+use crate::{Latency, Meter, Rate, connect, delete_keys, used_memory};
 
 const QUEUE: &str = "bench";
 const BULK_CHUNK: usize = 1_000;
 const POLL: Duration = Duration::from_millis(5);
 
 fn noop_job(i: usize) -> NewJob {
-    NewJob::new(ids::new_id(ids::JOB, 0), QUEUE, kinds::NOOP, json!({ "i": i }))
+    NewJob::new(
+        ids::new_id(ids::JOB, 0),
+        QUEUE,
+        kinds::NOOP,
+        json!({ "i": i }),
+    )
 }
 
 async fn engine(url: &str, prefix: &str) -> anyhow::Result<Engine> {
@@ -108,27 +113,17 @@ pub(crate) async fn run(
 
     // 2. and 5. Drain at each concurrency, with its Redis cost.
     for &concurrency in &options.concurrencies {
-        let prefix = format!("{run_id}-drain{concurrency}");
-        let e = engine(&options.redis_url, &prefix).await?;
-        for chunk in jobs.chunks(BULK_CHUNK) {
-            e.store().enqueue(chunk, e.now()).await?;
-        }
-        let ready = e.store().keys().ready(0, QUEUE, Lane::Builtin);
-        let leased = e.store().keys().leased(0);
-        reset_stats(&mut conn).await?;
-        let began = Instant::now();
-        let worker = spawn_worker(&e, concurrency)?;
-        let polls = poll_until(|| drained(conn.clone(), &ready, &leased)).await?;
-        let elapsed = began.elapsed();
-        let counts = command_counts(&mut conn).await?;
-        stop_worker(worker).await?;
-        let own = BTreeMap::from([("zcard", 2 * polls)]);
-        report.drain.push(Drain {
-            concurrency,
-            rate: Rate::new(n, elapsed, false),
-            redis: cost(&counts, &own, n),
-        });
-        delete_keys(&mut conn, &prefix).await?;
+        let label = format!("drain{concurrency}");
+        report
+            .drain
+            .push(drain(options, run_id, &label, &mut conn, concurrency, n).await?);
+    }
+    // 5. Drain at each backlog, at concurrency 64: the cost per job must not grow with it.
+    for &backlog in &options.backlogs {
+        let label = format!("backlog{backlog}");
+        report
+            .backlog_drain
+            .push(drain(options, run_id, &label, &mut conn, 64, backlog).await?);
     }
 
     // 3. Idle pickup latency: enqueue → the job's start, one job at a time.
@@ -159,6 +154,45 @@ pub(crate) async fn run(
     // 4. and 5. 5-step noop pipelines at concurrency 64.
     report.pipelines = Some(pipelines(options, run_id, &mut conn).await?);
     Ok(())
+}
+
+/// Enqueues `backlog` no-op jobs, then times one worker at `concurrency` draining them.
+async fn drain(
+    options: &crate::Options,
+    run_id: &str,
+    label: &str,
+    conn: &mut MultiplexedConnection,
+    concurrency: usize,
+    backlog: usize,
+) -> anyhow::Result<Drain> {
+    let prefix = format!("{run_id}-{label}");
+    let e = engine(&options.redis_url, &prefix).await?;
+    let mut enqueued = 0;
+    while enqueued < backlog {
+        let chunk: Vec<NewJob> = (enqueued..backlog.min(enqueued + BULK_CHUNK))
+            .map(noop_job)
+            .collect();
+        e.store().enqueue(&chunk, e.now()).await?;
+        enqueued += chunk.len();
+    }
+    let ready = e.store().keys().ready(0, QUEUE, Lane::Builtin);
+    let leased = e.store().keys().leased(0);
+    let meter = Meter::start(conn).await?;
+    let began = Instant::now();
+    let worker = spawn_worker(&e, concurrency)?;
+    let polls = poll_until(|| drained(conn.clone(), &ready, &leased)).await?;
+    let elapsed = began.elapsed();
+    let own = BTreeMap::from([("zcard", 2 * polls)]);
+    let redis = meter.finish(conn, &own, backlog).await?;
+    stop_worker(worker).await?;
+    let result = Drain {
+        concurrency,
+        backlog,
+        rate: Rate::new(backlog, elapsed, false),
+        redis,
+    };
+    delete_keys(conn, &prefix).await?;
+    Ok(result)
 }
 
 async fn drained(
@@ -222,7 +256,7 @@ async fn pipelines(
             other => anyhow::bail!("a bench execution did not start: {other:?}"),
         }
     }
-    reset_stats(conn).await?;
+    let meter = Meter::start(conn).await?;
     let began = Instant::now();
     let worker = spawn_worker(&e, 64)?;
     let ready = e.store().keys().ready(0, QUEUE, Lane::Builtin);
@@ -231,7 +265,8 @@ async fn pipelines(
     // nothing leased means every execution has finished.
     let polls = poll_until(|| drained(conn.clone(), &ready, &leased)).await?;
     let elapsed = began.elapsed();
-    let counts = command_counts(conn).await?;
+    let own = BTreeMap::from([("zcard", 2 * polls)]);
+    let redis_per_step = meter.finish(conn, &own, executions * 5).await?;
     stop_worker(worker).await?;
     let ended = e.store().execution_counts().await?;
     let completed = ended
@@ -242,12 +277,11 @@ async fn pipelines(
         completed == executions as u64,
         "{completed} of {executions} bench executions completed: {ended:?}"
     );
-    let own = BTreeMap::from([("zcard", 2 * polls)]);
     let steps = executions * 5;
     let result = Pipelines {
         steps: Rate::new(steps, elapsed, false),
         executions: Rate::new(executions, elapsed, false),
-        redis_per_step: cost(&counts, &own, steps),
+        redis_per_step,
     };
     delete_keys(conn, &prefix).await?;
     Ok(result)

@@ -9,6 +9,7 @@ async fn the_sluice_scenarios_run_and_report_every_figure() {
     let options = Options {
         jobs: 300,
         concurrencies: vec![1, 64],
+        backlogs: vec![200],
         latency_samples: 10,
         pipelines: 40,
         apalis: false,
@@ -35,6 +36,18 @@ async fn the_sluice_scenarios_run_and_report_every_figure() {
         assert!(d.rate.per_second > 0.0 && !d.rate.capped, "{d:?}");
         assert!(
             d.redis.calls_per_item > 0.0 && d.redis.commands_per_item > 0.0,
+            "{d:?}"
+        );
+    }
+    let backlogs: Vec<(usize, usize)> = report
+        .backlog_drain
+        .iter()
+        .map(|d| (d.backlog, d.rate.count))
+        .collect();
+    assert_eq!(backlogs, [(200, 200)], "{report:?}");
+    for d in report.drain.iter().chain(&report.backlog_drain) {
+        assert!(
+            d.redis.redis_cpu_us_per_item >= 0.0 && d.redis.client_cpu_us_per_item >= 0.0,
             "{d:?}"
         );
     }

@@ -24,6 +24,12 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::config::Overrides;
 
+/// mimalloc instead of the system allocator: a busy worker allocates and frees for every job
+/// (replies, events, JSON), and glibc's malloc took a quarter of its CPU time (see
+/// docs/BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// sluice: pipelines and jobs on Redis.
 #[derive(Debug, Parser)]
 #[command(name = "sluice", version, about, propagate_version = true)]
@@ -70,6 +76,13 @@ struct BenchArgs {
     /// Executions of the 5-step pipeline scenario.
     #[arg(long, default_value_t = 2_000)]
     pipelines: usize,
+    /// Worker concurrencies of the drain scenario, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    concurrencies: Vec<usize>,
+    /// Backlog sizes of the drain-at-backlog scenario (concurrency 64), comma-separated;
+    /// `0` leaves the scenario out.
+    #[arg(long, value_delimiter = ',', default_value = "1000,1000000")]
+    backlogs: Vec<usize>,
     /// Leave out the apalis-redis baseline.
     #[arg(long)]
     no_apalis: bool,
@@ -726,6 +739,8 @@ fn bench(args: BenchArgs) -> i32 {
         jobs: args.jobs.max(1),
         latency_samples: args.samples.max(1),
         pipelines: args.pipelines.max(1),
+        concurrencies: args.concurrencies.into_iter().filter(|c| *c > 0).collect(),
+        backlogs: args.backlogs.into_iter().filter(|b| *b > 0).collect(),
         apalis: !args.no_apalis,
         redis_benchmark: !args.no_redis_benchmark,
         ..sluice_bench::Options::new(args.redis_url)

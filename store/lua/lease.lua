@@ -9,7 +9,15 @@
 --          queue is paused in this shard.
 -- Invariant: a reserved job stays `pending` (it can still be cancelled) with a lease token;
 --            it runs only after `start.lua` accepts that token. Cost: O(log n) per job moved.
-return lease_lane(function(id, key, token)
+return lease_lane(function(id, key, token, fields)
   redis.call('HSET', key, 'lease_token', token, 'lease_worker', ARGV[6], 'lease_deadline', ARGV[5])
   redis.call('ZADD', KEYS[6], ARGV[5], id)
+  -- The reply reads later pairs over earlier ones: these are the fields just written.
+  fields[#fields + 1] = 'lease_token'
+  fields[#fields + 1] = token
+  fields[#fields + 1] = 'lease_worker'
+  fields[#fields + 1] = ARGV[6]
+  fields[#fields + 1] = 'lease_deadline'
+  fields[#fields + 1] = ARGV[5]
+  return fields
 end)

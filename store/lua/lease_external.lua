@@ -18,4 +18,5 @@ end
 return lease_lane(function(id, key, token)
   redis.call('HSET', key, 'lease_token', token, 'lease_worker', ARGV[6])
   start_job(key, id, ARGV[5], KEYS[6], ARGV[1], log_of)
+  return redis.call('HGETALL', key)
 end)

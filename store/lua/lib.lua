@@ -96,12 +96,17 @@ local function emit(kind, data, log)
   return id
 end
 
--- Frees the dedupe slot of a job that leaves `pending` (if the slot still names it).
-local function free_dedupe(job_key, id)
-  local dedupe = redis.call('HGET', job_key, 'dedupe_ref')
+-- Frees the dedupe slot `dedupe` (a key, or nil/'' for none) of job `id` as it leaves
+-- `pending`, if the slot still names it.
+local function free_dedupe_slot(dedupe, id)
   if dedupe and dedupe ~= '' and redis.call('GET', dedupe) == id then
     redis.call('DEL', dedupe)
   end
+end
+
+-- Frees the dedupe slot of a job that leaves `pending` (if the slot still names it).
+local function free_dedupe(job_key, id)
+  free_dedupe_slot(redis.call('HGET', job_key, 'dedupe_ref'), id)
 end
 
 local function clear_lease(job_key)
@@ -148,17 +153,21 @@ local function create_job(j, now)
   return j.id, true
 end
 
+-- The fields of a job that `start_job` reads, in this order (`HMGET key unpack(...)`).
+local START_FIELDS = {'queue', 'kind', 'execution_id', 'step', 'dedupe_ref', 'attempts'}
+
 -- Starts pending job `id` (key `key`) under the lease it holds: one more attempt, status
 -- `running` from `now` with the lease until `deadline`, its dedupe slot freed; appends
 -- `job.started` (and `execution.step.started` for a step job) to the stream and to the list
--- `log_of(execution_id)` names (nil: none). Returns the attempt number.
-local function start_job(key, id, deadline, leased_key, now, log_of)
-  local attempts = redis.call('HINCRBY', key, 'attempts', 1)
-  redis.call('HSET', key, 'status', 'running', 'started_at', now, 'updated_at', now,
-    'lease_deadline', deadline)
+-- `log_of(execution_id)` names (nil: none). `f` holds the job's START_FIELDS when the
+-- caller read them already (nil: read here). Returns the attempt number.
+local function start_job(key, id, deadline, leased_key, now, log_of, f)
+  f = f or redis.call('HMGET', key, unpack(START_FIELDS))
+  local attempts = tonumber(f[6] or '0') + 1
+  redis.call('HSET', key, 'attempts', int(attempts), 'status', 'running', 'started_at', now,
+    'updated_at', now, 'lease_deadline', deadline)
   redis.call('ZADD', leased_key, deadline, id)
-  free_dedupe(key, id)
-  local f = redis.call('HMGET', key, 'queue', 'kind', 'execution_id', 'step')
+  free_dedupe_slot(f[5], id)
   local data = {job_id = id, queue = f[1], kind = f[2], attempt = attempts}
   local log = nil
   if f[3] and f[3] ~= '' then
@@ -274,12 +283,24 @@ local function apply_tail(tail, now)
   end
 end
 
+-- The value of `field` in a flat {field, value, ...} reply (HGETALL), or nil.
+local function field_of(flat, field)
+  for i = 1, #flat, 2 do
+    if flat[i] == field then
+      return flat[i + 1]
+    end
+  end
+  return nil
+end
+
 -- The body of the lease scripts (`lease.lua`, `lease_external.lua`), which share their KEYS
 -- (4 the lane's ready set, 5 its delayed set, 6 the shard's leased set) and ARGV (4 max
 -- jobs, 5 lease deadline, 6 worker id, 7 token prefix, 8 job key prefix, 9 promote limit):
 -- unless the lane is paused, promotes its due delayed jobs, then pops up to max ready jobs
--- and gives each one still pending a fresh token, handing it to `take(id, key, token)`.
--- Returns {next_due_ms_or_-1, id1, {field, value, ...}, ...}, each job as `take` left it.
+-- and gives each one still pending a fresh token (the call's unique prefix and the job's
+-- place in the call), handing it to `take(id, key, token, fields)`, which returns the
+-- job's fields as it left them (`fields`: the job's HGETALL before).
+-- Returns {next_due_ms_or_-1, id1, {field, value, ...}, ...}.
 local function lease_lane(take)
   if redis.call('EXISTS', sibling(KEYS[4], ':paused')) == 1 then
     return {-1}
@@ -289,15 +310,24 @@ local function lease_lane(take)
   local out = {-1}
   local popped = redis.call('ZPOPMIN', KEYS[4], tonumber(ARGV[4]))
   local since = sibling(KEYS[4], ':since')
+  local ids = {}
+  for i = 1, #popped, 2 do
+    ids[#ids + 1] = popped[i]
+    if #ids == 500 then
+      redis.call('ZREM', since, unpack(ids))
+      ids = {}
+    end
+  end
+  if #ids > 0 then
+    redis.call('ZREM', since, unpack(ids))
+  end
   for i = 1, #popped, 2 do
     local id = popped[i]
-    redis.call('ZREM', since, id)
     local key = prefix .. id
-    if redis.call('HGET', key, 'status') == 'pending' then
-      local n = redis.call('HINCRBY', key, 'lease_seq', 1)
-      take(id, key, ARGV[7] .. '.' .. n)
+    local fields = redis.call('HGETALL', key)
+    if field_of(fields, 'status') == 'pending' then
       out[#out + 1] = id
-      out[#out + 1] = redis.call('HGETALL', key)
+      out[#out + 1] = take(id, key, ARGV[7] .. '.' .. ((i + 1) / 2), fields)
     end
   end
   out[1] = next_due(KEYS[5])

@@ -7,7 +7,7 @@
 -- Invariant: only the holder of the current token can start the job; the attempt counter
 --            moves here, once per attempt; `started_at` is the start of this attempt.
 local key = KEYS[4]
-local f = redis.call('HMGET', key, 'status', 'lease_token', 'id')
+local f = redis.call('HMGET', key, 'status', 'lease_token', 'id', unpack(START_FIELDS))
 local status, token = f[1], f[2]
 if not status then
   return {'not_found'}
@@ -18,5 +18,6 @@ end
 if status ~= 'pending' or token ~= ARGV[4] then
   return {'lease_lost'}
 end
-local attempts = start_job(key, f[3], ARGV[5], KEYS[5], ARGV[1], function() return KEYS[6] end)
+local attempts = start_job(key, f[3], ARGV[5], KEYS[5], ARGV[1], function() return KEYS[6] end,
+  {f[4], f[5], f[6], f[7], f[8], f[9]})
 return {'ok', attempts}

@@ -52,9 +52,10 @@ end
 return out
 ";
 
-/// The batch form of a script whose full text (helpers included) is `script`.
-pub(crate) fn batch_form(script: &str) -> Script {
-    Script::new(&format!("local function body()\n{script}\nend\n{DRIVER}"))
+/// The batch form of script `body` with the helpers `lib` (defined once per invocation,
+/// outside the per-call function).
+pub(crate) fn batch_form(lib: &str, body: &str) -> Script {
+    Script::new(&format!("{lib}\nlocal function body()\n{body}\nend\n{DRIVER}"))
 }
 
 /// One call: its shard, KEYS and ARGV as the single script takes them, and where to answer.
@@ -82,9 +83,10 @@ impl std::fmt::Debug for Batcher {
 }
 
 impl Batcher {
-    /// Batches calls of the script whose full text is `text`.
-    pub(crate) fn new(text: &str) -> Self {
-        Self { single: Arc::new(Script::new(text)), batch: Arc::new(batch_form(text)), queue: Arc::default() }
+    /// Batches calls of script `body` with the helpers `lib` prepended.
+    pub(crate) fn new(lib: &str, body: &str) -> Self {
+        let single = Script::new(&format!("{lib}\n{body}"));
+        Self { single: Arc::new(single), batch: Arc::new(batch_form(lib, body)), queue: Arc::default() }
     }
 
     /// Both forms, for loading them up front.

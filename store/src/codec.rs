@@ -1,14 +1,18 @@
 //! Conversions between domain records and their Redis form.
 //!
 //! A job is a hash of string fields, so scripts can read and write single fields; JSON
-//! values (payload, retry policy, result, error) are stored as JSON text in their field. An
-//! execution is a hash with the JSON document in `doc`, plus `status` and `rev` beside it.
+//! values (payload, result, error) are stored as JSON text in their field. The retry policy
+//! is stored compactly (see [`retry_field`]) so that a pending job with a small payload keeps
+//! every value within Redis's small-hash limit (`hash-max-listpack-value`, 64 bytes), which
+//! stores the whole hash as one compact listpack: about a third of the memory of a hash
+//! table. An execution is a hash with the JSON document in `doc`, plus `status` and `rev`
+//! beside it.
 
 use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 use sluice_core::job::{Job, JobError, JobStatus, Lease, NewJob};
-use sluice_core::retry::RetryPolicy;
+use sluice_core::retry::{Backoff, RetryPolicy};
 use sluice_core::{Execution, Millis};
 
 use crate::StoreError;
@@ -29,7 +33,7 @@ pub(crate) fn new_job_fields(job: &NewJob, now: Millis) -> Map<String, Value> {
     put("priority", job.priority.to_string());
     put("attempts", "0".to_string());
     put("max_attempts", job.retry.max_attempts.to_string());
-    put("retry", serde_json::to_string(&job.retry).unwrap_or_default());
+    put("retry", retry_field(&job.retry));
     put("scheduled_at", job.run_at.unwrap_or(now).max(now).to_string());
     put("created_at", now.to_string());
     put("updated_at", now.to_string());
@@ -94,7 +98,7 @@ pub(crate) fn job_from_hash(key: &str, map: &HashMap<String, String>) -> Result<
         status,
         priority: parse_num(key, map, "priority")?.unwrap_or(0),
         attempts: parse_num(key, map, "attempts")?.unwrap_or(0),
-        retry: parse_json::<RetryPolicy>(key, map, "retry")?.unwrap_or_default(),
+        retry: parse_retry(key, map)?,
         timeout_ms: parse_num(key, map, "timeout_ms")?,
         scheduled_at: parse_num(key, map, "scheduled_at")?.unwrap_or(0),
         dedupe_key: text("dedupe_key"),
@@ -107,6 +111,48 @@ pub(crate) fn job_from_hash(key: &str, map: &HashMap<String, String>) -> Result<
         finished_at: parse_num(key, map, "finished_at")?,
         execution_id: text("execution_id"),
         step: parse_num(key, map, "step")?,
+    })
+}
+
+/// The `retry` field of a job: `backoff/initial_ms/max_ms/jitter` (`exponential/1000/60000/1`);
+/// `max_attempts` has a field of its own. The JSON form of the policy (84 bytes with the
+/// defaults) would exceed the 64-byte limit of a compact hash by itself.
+pub(crate) fn retry_field(retry: &RetryPolicy) -> String {
+    let backoff = match retry.backoff {
+        Backoff::Fixed => "fixed",
+        Backoff::Exponential => "exponential",
+    };
+    format!("{backoff}/{}/{}/{}", retry.initial_ms, retry.max_ms, u8::from(retry.jitter))
+}
+
+/// Reads a job's retry policy: the compact `retry` field with `max_attempts`, or the JSON
+/// form that jobs written by earlier releases carry; the default when there is none.
+fn parse_retry(key: &str, map: &HashMap<String, String>) -> Result<RetryPolicy, StoreError> {
+    let Some(text) = map.get("retry").filter(|v| !v.is_empty()) else {
+        return Ok(RetryPolicy::default());
+    };
+    if text.starts_with('{') {
+        return Ok(parse_json::<RetryPolicy>(key, map, "retry")?.unwrap_or_default());
+    }
+    let bad = || corrupt(key, format!("field `retry` is not `backoff/initial_ms/max_ms/jitter`: {text:?}"));
+    let parts: Vec<&str> = text.split('/').collect();
+    let [backoff, initial, max, jitter] = parts.as_slice() else {
+        return Err(bad());
+    };
+    Ok(RetryPolicy {
+        max_attempts: parse_num(key, map, "max_attempts")?.unwrap_or(RetryPolicy::default().max_attempts),
+        backoff: match *backoff {
+            "fixed" => Backoff::Fixed,
+            "exponential" => Backoff::Exponential,
+            _ => return Err(bad()),
+        },
+        initial_ms: initial.parse().map_err(|_| bad())?,
+        max_ms: max.parse().map_err(|_| bad())?,
+        jitter: match *jitter {
+            "0" => false,
+            "1" => true,
+            _ => return Err(bad()),
+        },
     })
 }
 

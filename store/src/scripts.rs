@@ -16,7 +16,7 @@ fn with_lib(body: &str) -> Script {
 
 /// A script called once per job attempt, batched (see [`crate::batch`]).
 fn batched(body: &str) -> Batcher {
-    Batcher::new(&format!("{LIB}\n{body}"))
+    Batcher::new(LIB, body)
 }
 
 /// All scripts of the store.

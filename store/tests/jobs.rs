@@ -312,3 +312,41 @@ async fn concurrent_starts_and_settles_are_batched_and_each_applied_once() {
     let completed = events(&redis).await.iter().filter(|(k, _)| k == "job.completed").count();
     assert_eq!(completed, n);
 }
+
+#[tokio::test]
+async fn a_pending_job_with_a_small_payload_is_stored_as_a_compact_hash_and_reads_back_whole() {
+    let redis = RedisServer::start();
+    let store = store(&redis).await;
+    let mut job = new_job("default");
+    job.retry = RetryPolicy { max_attempts: 7, backoff: Backoff::Exponential, initial_ms: 250, max_ms: 90_000, jitter: true };
+    job.timeout_ms = Some(30_000);
+    store.enqueue(std::slice::from_ref(&job), T0).await.unwrap();
+
+    // Every value fits Redis's small-hash limit, so the hash is one listpack, not a table.
+    let key = store.keys().job(0, &job.id);
+    let encoding: String = redis::cmd("OBJECT").arg("ENCODING").arg(&key).query(&mut redis.conn()).unwrap();
+    assert_eq!(encoding, "listpack");
+
+    let read = store.get_job(&job.id).await.unwrap().expect("the job exists");
+    assert_eq!(read.retry, job.retry);
+    assert_eq!(read.timeout_ms, Some(30_000));
+    assert_eq!(read.payload, job.payload);
+}
+
+#[tokio::test]
+async fn a_job_written_with_the_json_retry_policy_of_earlier_releases_still_reads() {
+    let redis = RedisServer::start();
+    let store = store(&redis).await;
+    let job = new_job("default");
+    store.enqueue(std::slice::from_ref(&job), T0).await.unwrap();
+    let key = store.keys().job(0, &job.id);
+    let legacy = r#"{"max_attempts":4,"backoff":"exponential","initial_ms":500,"max_ms":8000,"jitter":true}"#;
+    let _: () = redis::cmd("HSET").arg(&key).arg("retry").arg(legacy).query(&mut redis.conn()).unwrap();
+    let read = store.get_job(&job.id).await.unwrap().expect("the job exists");
+    let expected = RetryPolicy { max_attempts: 4, backoff: Backoff::Exponential, initial_ms: 500, max_ms: 8_000, jitter: true };
+    assert_eq!(read.retry, expected);
+
+    let _: () = redis::cmd("HSET").arg(&key).arg("retry").arg("sideways/1/2/3").query(&mut redis.conn()).unwrap();
+    let err = store.get_job(&job.id).await.unwrap_err().to_string();
+    assert!(err.contains("`retry`"), "{err}");
+}
