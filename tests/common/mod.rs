@@ -31,7 +31,17 @@ pub struct Setup {
 impl Setup {
     /// Starts Redis and writes `sluice.toml` with `worker` as the `[worker]` section body.
     pub fn new(worker: &str) -> Setup {
-        let redis = RedisServer::start();
+        Setup::with_redis(RedisServer::start(), worker)
+    }
+
+    /// As [`Setup::new`], on a Redis with an AOF fsynced on every write, so that the data
+    /// survives `setup.redis.kill()` / `setup.redis.restart()`.
+    pub fn with_aof(worker: &str) -> Setup {
+        Setup::with_redis(RedisServer::start_with_aof(), worker)
+    }
+
+    /// As [`Setup::new`], on the given Redis.
+    pub fn with_redis(redis: RedisServer, worker: &str) -> Setup {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("sluice.toml");
         let text = format!(
