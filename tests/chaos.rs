@@ -118,8 +118,11 @@ struct Knobs {
     redis_restarts: usize,
     /// `SLUICE_CHAOS_SCHEDULES` (default 3): schedules firing every minute.
     schedules: usize,
-    /// `SLUICE_CHAOS_DEADLINE_S` (default: 60 s plus 0.6 s per execution): how long the
-    /// executions may take to end.
+    /// `SLUICE_CHAOS_MIN_S` (default 75): the chaos lasts at least this long (so that the
+    /// schedules fire at least once), the API starts spread over it.
+    min_duration: Duration,
+    /// `SLUICE_CHAOS_DEADLINE_S` (default: the minimum duration plus 60 s plus 0.6 s per
+    /// execution): how long the executions may take to end.
     deadline: Duration,
     /// `SLUICE_CHAOS_SEED` (default: the clock): seed of the chaos driver's choices.
     seed: u64,
@@ -128,17 +131,32 @@ struct Knobs {
 impl Knobs {
     fn from_env() -> Knobs {
         fn var(name: &str) -> Option<u64> {
-            std::env::var(name).ok().map(|v| v.trim().parse().unwrap_or_else(|_| panic!("{name}={v:?} is not a number")))
+            std::env::var(name).ok().map(|v| {
+                v.trim()
+                    .parse()
+                    .unwrap_or_else(|_| panic!("{name}={v:?} is not a number"))
+            })
         }
         let executions = var("SLUICE_CHAOS_EXECUTIONS").unwrap_or(200) as usize;
-        assert!(executions >= 20, "SLUICE_CHAOS_EXECUTIONS must be at least 20");
-        let clock = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_nanos() as u64;
+        assert!(
+            executions >= 20,
+            "SLUICE_CHAOS_EXECUTIONS must be at least 20"
+        );
+        let clock = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock")
+            .as_nanos() as u64;
+        let min_duration = Duration::from_secs(var("SLUICE_CHAOS_MIN_S").unwrap_or(75));
         Knobs {
             executions,
             kill_every: Duration::from_millis(var("SLUICE_CHAOS_KILL_EVERY_MS").unwrap_or(500)),
             redis_restarts: var("SLUICE_CHAOS_REDIS_RESTARTS").unwrap_or(2) as usize,
             schedules: var("SLUICE_CHAOS_SCHEDULES").unwrap_or(3) as usize,
-            deadline: Duration::from_secs(var("SLUICE_CHAOS_DEADLINE_S").unwrap_or(60 + executions as u64 * 6 / 10)),
+            min_duration,
+            deadline: Duration::from_secs(
+                var("SLUICE_CHAOS_DEADLINE_S")
+                    .unwrap_or(min_duration.as_secs() + 60 + executions as u64 * 6 / 10),
+            ),
             seed: var("SLUICE_CHAOS_SEED").unwrap_or(clock) | 1,
         }
     }
@@ -191,7 +209,9 @@ impl Rng {
 
 /// A stable hash of a string, for per-job choices of the external worker.
 fn fnv(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -219,12 +239,14 @@ fn queued_jobs(conn: &mut redis::Connection) -> BTreeMap<String, usize> {
 
 /// How many executions of `pipeline` exist (raw `ZCARD`).
 fn pipeline_execution_count(conn: &mut redis::Connection, pipeline: &str) -> usize {
-    conn.zcard(format!("{{sluice:0}}:exs:pipeline:{pipeline}")).expect("ZCARD pipeline executions")
+    conn.zcard(format!("{{sluice:0}}:exs:pipeline:{pipeline}"))
+        .expect("ZCARD pipeline executions")
 }
 
 /// The ids of every execution of `pipeline` (raw `ZRANGE`).
 fn pipeline_executions(conn: &mut redis::Connection, pipeline: &str) -> Vec<String> {
-    conn.zrange(format!("{{sluice:0}}:exs:pipeline:{pipeline}"), 0, -1).expect("ZRANGE pipeline executions")
+    conn.zrange(format!("{{sluice:0}}:exs:pipeline:{pipeline}"), 0, -1)
+        .expect("ZRANGE pipeline executions")
 }
 
 /// The execution document of `id` (raw `HGET … doc`).
@@ -276,9 +298,19 @@ impl Cluster {
             ("api", "api"),
         ] {
             let child = setup.spawn(role, name);
-            roles.push(Role { role, name: name.to_string(), child, kills: 0, self_exits: Vec::new() });
+            roles.push(Role {
+                role,
+                name: name.to_string(),
+                child,
+                kills: 0,
+                self_exits: Vec::new(),
+            });
         }
-        Cluster { setup, api: format!("http://127.0.0.1:{port}"), roles }
+        Cluster {
+            setup,
+            api: format!("http://127.0.0.1:{port}"),
+            roles,
+        }
     }
 
     /// Restarts any process that exited without being killed, noting it.
@@ -322,9 +354,16 @@ struct Answer {
 async fn call(req: reqwest::RequestBuilder) -> Option<Answer> {
     let reply = req.timeout(Duration::from_secs(10)).send().await.ok()?;
     let status = reply.status().as_u16();
-    let replayed = reply.headers().get("idempotent-replayed").is_some_and(|v| v == "true");
+    let replayed = reply
+        .headers()
+        .get("idempotent-replayed")
+        .is_some_and(|v| v == "true");
     let body = reply.json::<Value>().await.unwrap_or(Value::Null);
-    Some(Answer { status, replayed, body })
+    Some(Answer {
+        status,
+        replayed,
+        body,
+    })
 }
 
 /// Calls `make()` until it gets an answer that is not a 5xx (the API or Redis was down),
@@ -343,18 +382,38 @@ where
     None
 }
 
-/// Starts executions `from..to` over the API, each with an idempotency key, retrying
-/// through the chaos; returns their ids in order.
-async fn start_over_api(api: String, from: usize, to: usize, tag: String) -> Vec<String> {
+/// Starts executions `from..to` over the API, one every `pace`, each with an idempotency
+/// key, retrying through the chaos; returns their ids in order.
+async fn start_over_api(
+    api: String,
+    from: usize,
+    to: usize,
+    tag: String,
+    pace: Duration,
+) -> Vec<String> {
     let client = http_client();
     let mut ids = Vec::new();
     for n in from..to {
+        tokio::time::sleep(pace).await;
         let body = json!({"pipeline": PIPELINE_ID, "input": {"n": n}, "idempotency_key": format!("{tag}-{n}")});
-        let answer = persist(|| client.post(format!("{api}/v1/executions")).bearer_auth(USER).json(&body))
-            .await
-            .unwrap_or_else(|| panic!("execution {n} could not be started over the API in 2 minutes"));
-        assert!(matches!(answer.status, 200 | 201), "start of {n}: {answer:?}");
-        ids.push(answer.body["id"].as_str().expect("an execution id").to_string());
+        let answer = persist(|| {
+            client
+                .post(format!("{api}/v1/executions"))
+                .bearer_auth(USER)
+                .json(&body)
+        })
+        .await
+        .unwrap_or_else(|| panic!("execution {n} could not be started over the API in 2 minutes"));
+        assert!(
+            matches!(answer.status, 200 | 201),
+            "start of {n}: {answer:?}"
+        );
+        ids.push(
+            answer.body["id"]
+                .as_str()
+                .expect("an execution id")
+                .to_string(),
+        );
     }
     ids
 }
@@ -365,10 +424,15 @@ async fn approver(api: String, stop: Arc<AtomicBool>) {
     let client = http_client();
     while !stop.load(Ordering::Relaxed) {
         let url = format!("{api}/v1/executions?status=blocked&pipeline={PIPELINE_ID}&limit=200");
-        if let Some(page) = call(client.get(url).bearer_auth(USER)).await.filter(|a| a.status == 200) {
+        if let Some(page) = call(client.get(url).bearer_auth(USER))
+            .await
+            .filter(|a| a.status == 200)
+        {
             for item in page.body["items"].as_array().cloned().unwrap_or_default() {
                 let id = item["id"].as_str().unwrap_or_default();
-                let n = item["input"]["n"].as_u64().expect("a chaos execution has input n");
+                let n = item["input"]["n"]
+                    .as_u64()
+                    .expect("a chaos execution has input n");
                 let (verb, body) = if expected(n) == Expected::Rejected {
                     ("reject", json!({"reason": "the chaos test rejects it"}))
                 } else {
@@ -413,13 +477,24 @@ struct ExternalLog {
 
 impl ExternalLog {
     fn applied(&self) -> Vec<Post> {
-        self.answers.iter().filter(|(_, a)| a.status == 200).map(|(p, _)| p.clone()).collect()
+        self.answers
+            .iter()
+            .filter(|(_, a)| a.status == 200)
+            .map(|(p, _)| p.clone())
+            .collect()
     }
 }
 
 async fn post_result(client: &reqwest::Client, api: &str, post: &Post) -> Option<Answer> {
     let url = format!("{api}/v1/jobs/{}/result", post.job);
-    persist(|| client.post(&url).bearer_auth(WORKER).header("Idempotency-Key", &post.key).json(&post.body)).await
+    persist(|| {
+        client
+            .post(&url)
+            .bearer_auth(WORKER)
+            .header("Idempotency-Key", &post.key)
+            .json(&post.body)
+    })
+    .await
 }
 
 /// The test's external worker: leases `ext` jobs over the API and posts their results
@@ -427,12 +502,18 @@ async fn post_result(client: &reqwest::Client, api: &str, post: &Post) -> Option
 /// attempts (their leases expire and they come back), posts some results twice at once,
 /// posts a result under a second key after the first was applied, and posts the stale
 /// result of an abandoned attempt when the job comes back. Runs until `stop`.
-async fn external_worker(api: String, name: String, log: Arc<Mutex<ExternalLog>>, stop: Arc<AtomicBool>) {
+async fn external_worker(
+    api: String,
+    name: String,
+    log: Arc<Mutex<ExternalLog>>,
+    stop: Arc<AtomicBool>,
+) {
     let client = http_client();
     let lease_url = format!("{api}/v1/queues/{EXT_QUEUE}/lease");
     while !stop.load(Ordering::Relaxed) {
         let body = json!({"worker": name, "max": 4, "wait_ms": 1000, "lease_ttl_ms": 6000});
-        let Some(answer) = call(client.post(&lease_url).bearer_auth(WORKER).json(&body)).await else {
+        let Some(answer) = call(client.post(&lease_url).bearer_auth(WORKER).json(&body)).await
+        else {
             tokio::time::sleep(Duration::from_millis(150)).await;
             continue;
         };
@@ -445,15 +526,27 @@ async fn external_worker(api: String, name: String, log: Arc<Mutex<ExternalLog>>
             let attempt = job["attempt"].as_u64().expect("attempt");
             let token = job["token"].as_str().expect("token").to_string();
             let context = &job["payload"]["context"];
-            let n = context["input"]["n"].as_u64().expect("input n in the context");
-            let second = context["steps"]["second"]["output"]["v"].as_u64().expect("second's output in the context");
-            assert_eq!(job["payload"]["params"], json!({"op": "double"}), "params of {id}");
+            let n = context["input"]["n"]
+                .as_u64()
+                .expect("input n in the context");
+            let second = context["steps"]["second"]["output"]["v"]
+                .as_u64()
+                .expect("second's output in the context");
+            assert_eq!(
+                job["payload"]["params"],
+                json!({"op": "double"}),
+                "params of {id}"
+            );
             let body = if expected(n) == Expected::ExternalFails {
                 json!({"token": token, "outcome": "failed", "error": "deterministic failure", "retryable": false})
             } else {
                 json!({"token": token, "outcome": "completed", "output": {"v": second * 2}})
             };
-            let post = Post { job: id.clone(), key: format!("{id}-{attempt}"), body };
+            let post = Post {
+                job: id.clone(),
+                key: format!("{id}-{attempt}"),
+                body,
+            };
             let stale = {
                 let mut log = log.lock().expect("log");
                 log.leased += 1;
@@ -471,7 +564,10 @@ async fn external_worker(api: String, name: String, log: Arc<Mutex<ExternalLog>>
                 continue;
             }
             let answers: Vec<Option<Answer>> = if roll < 20 {
-                let (a, b) = tokio::join!(post_result(&client, &api, &post), post_result(&client, &api, &post));
+                let (a, b) = tokio::join!(
+                    post_result(&client, &api, &post),
+                    post_result(&client, &api, &post)
+                );
                 vec![a, b]
             } else {
                 vec![post_result(&client, &api, &post).await]
@@ -486,7 +582,10 @@ async fn external_worker(api: String, name: String, log: Arc<Mutex<ExternalLog>>
                 }
             }
             if (20..26).contains(&roll) {
-                let foreign = Post { key: format!("{}-other", post.key), ..post.clone() };
+                let foreign = Post {
+                    key: format!("{}-other", post.key),
+                    ..post.clone()
+                };
                 if let Some(a) = post_result(&client, &api, &foreign).await {
                     log.lock().expect("log").foreign.push((foreign, a));
                 }
@@ -516,7 +615,9 @@ async fn replay_all(api: &str, log: &Arc<Mutex<ExternalLog>>) {
     let client = http_client();
     let applied = log.lock().expect("log").applied();
     for post in applied {
-        let a = post_result(&client, api, &post).await.unwrap_or_else(|| panic!("no answer to a replay of {post:?}"));
+        let a = post_result(&client, api, &post)
+            .await
+            .unwrap_or_else(|| panic!("no answer to a replay of {post:?}"));
         log.lock().expect("log").replays.push((post, a));
     }
 }
@@ -541,14 +642,24 @@ async fn chaos_kills_and_redis_restarts_break_no_invariant() {
     let text = PIPELINE.replace("{dir}", markers.to_str().expect("UTF-8 path"));
     for t in [text.as_str(), TICK_PIPELINE] {
         let p = pipeline::parse_toml(t).expect("pipeline parses");
-        engine.store().put_pipeline(&p, engine.now()).await.expect("put pipeline");
+        engine
+            .store()
+            .put_pipeline(&p, engine.now())
+            .await
+            .expect("put pipeline");
     }
     let client = http_client();
     let mut schedules = Vec::new();
     for i in 0..knobs.schedules {
         let body = json!({"name": format!("chaos-{i}"), "pipeline": TICK_PIPELINE_ID, "cron": "* * * * *",
             "overlap": "allow", "input": {"s": format!("chaos-{i}")}});
-        let reply = client.post(format!("{api}/v1/schedules")).bearer_auth(USER).json(&body).send().await.expect("create schedule");
+        let reply = client
+            .post(format!("{api}/v1/schedules"))
+            .bearer_auth(USER)
+            .json(&body)
+            .send()
+            .await
+            .expect("create schedule");
         assert_eq!(reply.status().as_u16(), 201, "create schedule {i}");
         let created: Value = reply.json().await.expect("schedule");
         schedules.push(created["id"].as_str().expect("schedule id").to_string());
@@ -558,7 +669,12 @@ async fn chaos_kills_and_redis_restarts_break_no_invariant() {
     let half = knobs.executions / 2;
     let mut ids = Vec::new();
     for n in 0..half {
-        let p = engine.store().get_pipeline(PIPELINE_ID).await.expect("get").expect("pipeline");
+        let p = engine
+            .store()
+            .get_pipeline(PIPELINE_ID)
+            .await
+            .expect("get")
+            .expect("pipeline");
         let req = sluice_core::execution::StartRequest {
             pipeline: p.pipeline,
             pipeline_version: p.version,
@@ -566,7 +682,12 @@ async fn chaos_kills_and_redis_restarts_break_no_invariant() {
             target: None,
             idempotency_key: None,
         };
-        match engine.store().start_execution(req, engine.now()).await.expect("start") {
+        match engine
+            .store()
+            .start_execution(req, engine.now())
+            .await
+            .expect("start")
+        {
             sluice_store::StartOutcome::Started(e) => ids.push(e.id),
             other => panic!("unexpected start outcome {other:?}"),
         }
@@ -574,12 +695,28 @@ async fn chaos_kills_and_redis_restarts_break_no_invariant() {
     let stop = Arc::new(AtomicBool::new(false));
     let ext_log = Arc::new(Mutex::new(ExternalLog::default()));
     let tag = format!("chaos-{}", knobs.seed);
-    let starter = tokio::spawn(start_over_api(api.clone(), half, knobs.executions, tag));
+    let pace = knobs.min_duration.mul_f64(0.8) / (knobs.executions - half) as u32;
+    let starter = tokio::spawn(start_over_api(
+        api.clone(),
+        half,
+        knobs.executions,
+        tag,
+        pace,
+    ));
     let mut helpers = vec![tokio::spawn(approver(api.clone(), stop.clone()))];
     for w in 0..2 {
-        helpers.push(tokio::spawn(external_worker(api.clone(), format!("ext-{w}"), ext_log.clone(), stop.clone())));
+        helpers.push(tokio::spawn(external_worker(
+            api.clone(),
+            format!("ext-{w}"),
+            ext_log.clone(),
+            stop.clone(),
+        )));
     }
-    helpers.push(tokio::spawn(replayer(api.clone(), ext_log.clone(), stop.clone())));
+    helpers.push(tokio::spawn(replayer(
+        api.clone(),
+        ext_log.clone(),
+        stop.clone(),
+    )));
 
     // The chaos: a SIGKILL every `kill_every`; Redis restarted when a share of the
     // executions has ended (or a share of the deadline has gone by).
@@ -590,14 +727,20 @@ async fn chaos_kills_and_redis_restarts_break_no_invariant() {
     let mut last_progress = (0usize, Instant::now());
     loop {
         tokio::time::sleep(knobs.kill_every).await;
-        let (ended, live) = progress(&engine).await.unwrap_or((last_progress.0, usize::MAX));
+        let (ended, live) = progress(&engine)
+            .await
+            .unwrap_or((last_progress.0, usize::MAX));
         if ended != last_progress.0 {
             last_progress = (ended, Instant::now());
         }
-        if starter.is_finished() && live == 0 && ended >= knobs.executions {
+        let elapsed = began.elapsed();
+        if starter.is_finished()
+            && live == 0
+            && ended >= knobs.executions
+            && elapsed >= knobs.min_duration
+        {
             break;
         }
-        let elapsed = began.elapsed();
         assert!(
             elapsed < knobs.deadline,
             "{ended} of {} executions ended after {elapsed:?}; last progress {:?} ago\n{}",
@@ -607,7 +750,9 @@ async fn chaos_kills_and_redis_restarts_break_no_invariant() {
         );
         let due = (redis_restarts + 1) as f64 / (knobs.redis_restarts + 1) as f64;
         if redis_restarts < knobs.redis_restarts
-            && (ended as f64 >= due * knobs.executions as f64 || elapsed.as_secs_f64() >= due * knobs.deadline.as_secs_f64() * 0.5)
+            && elapsed >= knobs.min_duration.mul_f64(due)
+            && (ended as f64 >= due * knobs.executions as f64
+                || elapsed.as_secs_f64() >= due * knobs.deadline.as_secs_f64() * 0.5)
         {
             let down = Instant::now();
             let redis = &mut cluster.setup.redis;
@@ -618,7 +763,9 @@ async fn chaos_kills_and_redis_restarts_break_no_invariant() {
             });
             redis_down += down.elapsed();
             redis_restarts += 1;
-            eprintln!("chaos: Redis restarted ({redis_restarts}) at {elapsed:?}, {ended} executions ended");
+            eprintln!(
+                "chaos: Redis restarted ({redis_restarts}) at {elapsed:?}, {ended} executions ended"
+            );
             continue;
         }
         let victim = rng.below(cluster.roles.len());
@@ -636,13 +783,19 @@ async fn chaos_kills_and_redis_restarts_break_no_invariant() {
     // Every process came back and stays up: the API is ready and the workers are registered.
     cluster.revive();
     wait_for_api(&api).await;
-    let self_exits: Vec<String> =
-        cluster.roles.iter().flat_map(|r| r.self_exits.iter().map(move |e| format!("{}: {e}", r.name))).collect();
+    let self_exits: Vec<String> = cluster
+        .roles
+        .iter()
+        .flat_map(|r| r.self_exits.iter().map(move |e| format!("{}: {e}", r.name)))
+        .collect();
 
     // Stop the schedules, replay every applied result once more, and let everything settle.
     for id in &schedules {
         let a = persist(|| {
-            client.patch(format!("{api}/v1/schedules/{id}")).bearer_auth(USER).json(&json!({"enabled": false}))
+            client
+                .patch(format!("{api}/v1/schedules/{id}"))
+                .bearer_auth(USER)
+                .json(&json!({"enabled": false}))
         })
         .await
         .expect("disable schedule");
@@ -655,19 +808,38 @@ async fn chaos_kills_and_redis_restarts_break_no_invariant() {
     }
     let mut conn = cluster.setup.raw();
     let ticks = pipeline_executions(&mut conn, TICK_PIPELINE_ID);
-    wait_until(Duration::from_secs(60), "the scheduled executions to end", || async {
-        let mut conn = cluster.setup.raw();
-        ticks.iter().all(|id| !execution_doc(&mut conn, id).status.is_live()).then_some(())
-    })
+    wait_until(
+        Duration::from_secs(60),
+        "the scheduled executions to end",
+        || async {
+            let mut conn = cluster.setup.raw();
+            ticks
+                .iter()
+                .all(|id| !execution_doc(&mut conn, id).status.is_live())
+                .then_some(())
+        },
+    )
     .await;
-    wait_until(Duration::from_secs(30), "no job leased or queued", || async {
-        let mut conn = cluster.setup.raw();
-        (leased_count(&mut conn) == 0 && queued_jobs(&mut conn).is_empty()).then_some(())
-    })
+    wait_until(
+        Duration::from_secs(30),
+        "no job leased or queued",
+        || async {
+            let mut conn = cluster.setup.raw();
+            (leased_count(&mut conn) == 0 && queued_jobs(&mut conn).is_empty()).then_some(())
+        },
+    )
     .await;
 
     // The invariant checker.
-    let report = check(&mut conn, &knobs, &ids, &schedules, &ext_log.lock().expect("log"), &api).await;
+    let report = check(
+        &mut conn,
+        &knobs,
+        &ids,
+        &schedules,
+        &ext_log.lock().expect("log"),
+        &api,
+    )
+    .await;
     let workers_alive = registered_workers(&engine, &cluster).await;
     eprintln!(
         "chaos: checked {} executions, {} scheduled ones, {} external results; {}",
@@ -681,14 +853,25 @@ async fn chaos_kills_and_redis_restarts_break_no_invariant() {
         problems.push(format!("processes exited by themselves: {self_exits:#?}"));
     }
     if workers_alive < 3 {
-        problems.push(format!("only {workers_alive} of the 3 worker processes are registered at the end"));
+        problems.push(format!(
+            "only {workers_alive} of the 3 worker processes are registered at the end"
+        ));
     }
     for r in &mut cluster.roles {
         if !r.child.is_running() {
-            problems.push(format!("{} is not running at the end: {}", r.name, cluster.setup.log_tail(&r.name, 10)));
+            problems.push(format!(
+                "{} is not running at the end: {}",
+                r.name,
+                cluster.setup.log_tail(&r.name, 10)
+            ));
         }
     }
-    assert!(problems.is_empty(), "{} invariant violations:\n{}", problems.len(), problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "{} invariant violations:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
     for r in &mut cluster.roles {
         r.child.kill();
     }
@@ -699,27 +882,51 @@ async fn chaos_kills_and_redis_restarts_break_no_invariant() {
 /// them is live either.
 async fn progress(engine: &Engine) -> Option<(usize, usize)> {
     let counts = engine.store().execution_counts().await.ok()?;
-    let sum = |live: bool| counts.iter().filter(|(s, _)| s.is_live() == live).map(|(_, n)| *n as usize).sum();
+    let sum = |live: bool| {
+        counts
+            .iter()
+            .filter(|(s, _)| s.is_live() == live)
+            .map(|(_, n)| *n as usize)
+            .sum()
+    };
     Some((sum(false), sum(true)))
 }
 
 /// What the state looks like when the run is stuck: counts, and the end of each log.
 async fn diagnostics(cluster: &Cluster, engine: &Engine) -> String {
-    let counts = engine.store().execution_counts().await.map(|c| format!("{c:?}")).unwrap_or_else(|e| e.to_string());
+    let counts = engine
+        .store()
+        .execution_counts()
+        .await
+        .map(|c| format!("{c:?}"))
+        .unwrap_or_else(|e| e.to_string());
     let mut out = format!("execution counts: {counts}\n");
     for r in &cluster.roles {
-        out.push_str(&format!("--- {} ({} kills) ---\n{}\n", r.name, r.kills, cluster.setup.log_tail(&r.name, 8)));
+        out.push_str(&format!(
+            "--- {} ({} kills) ---\n{}\n",
+            r.name,
+            r.kills,
+            cluster.setup.log_tail(&r.name, 8)
+        ));
     }
     out
 }
 
 /// How many of the three current worker processes are registered with a fresh heartbeat.
 async fn registered_workers(engine: &Engine, cluster: &Cluster) -> usize {
-    let pids: HashSet<u32> =
-        cluster.roles.iter().filter(|r| r.role == "worker").map(|r| r.child.pid()).collect();
+    let pids: HashSet<u32> = cluster
+        .roles
+        .iter()
+        .filter(|r| r.role == "worker")
+        .map(|r| r.child.pid())
+        .collect();
     let until = Instant::now() + Duration::from_secs(20);
     loop {
-        let workers = engine.store().workers(engine.now()).await.unwrap_or_default();
+        let workers = engine
+            .store()
+            .workers(engine.now())
+            .await
+            .unwrap_or_default();
         let found = workers.iter().filter(|w| pids.contains(&w.pid)).count();
         if found == pids.len() || Instant::now() >= until {
             return found;
@@ -752,8 +959,13 @@ async fn check(
 
     // 1. Exactly the started executions exist, each input once, each with its expected end.
     let all = pipeline_executions(conn, PIPELINE_ID);
-    if all.len() != knobs.executions || pipeline_execution_count(conn, PIPELINE_ID) != knobs.executions {
-        note("executions", format!("{} exist for {} started", all.len(), knobs.executions));
+    if all.len() != knobs.executions
+        || pipeline_execution_count(conn, PIPELINE_ID) != knobs.executions
+    {
+        note(
+            "executions",
+            format!("{} exist for {} started", all.len(), knobs.executions),
+        );
     }
     let mut seen_n = HashSet::new();
     let mut outcomes: BTreeMap<&str, usize> = BTreeMap::new();
@@ -771,9 +983,17 @@ async fn check(
             Expected::ExternalFails => failed_at(&e, FailureKind::JobFailed, "ext"),
             Expected::Rejected => failed_at(&e, FailureKind::Rejected, "ok"),
         };
-        *outcomes.entry(if fine { "as expected" } else { "unexpected" }).or_default() += 1;
+        *outcomes
+            .entry(if fine { "as expected" } else { "unexpected" })
+            .or_default() += 1;
         if !fine {
-            note("wrong end", format!("{id} (n = {n}) expected {want:?}, is {:?} {:?}", e.status, e.failure));
+            note(
+                "wrong end",
+                format!(
+                    "{id} (n = {n}) expected {want:?}, is {:?} {:?}",
+                    e.status, e.failure
+                ),
+            );
         }
         if e.run != 1 {
             note("runs", format!("{id} is at run {}", e.run));
@@ -793,19 +1013,39 @@ async fn check(
         for (i, value) in want {
             let step = &e.steps[i];
             if step.status == StepStatus::Succeeded && step.output.as_ref() != Some(&value) {
-                note("output", format!("{} step {} output {:?}, expected {value}", e.id, STEPS[i], step.output));
+                note(
+                    "output",
+                    format!(
+                        "{} step {} output {:?}, expected {value}",
+                        e.id, STEPS[i], step.output
+                    ),
+                );
             }
         }
-        let evs = by_exec.get(e.id.as_str()).map(Vec::as_slice).unwrap_or_default();
+        let evs = by_exec
+            .get(e.id.as_str())
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         let mut completions: HashMap<u64, usize> = HashMap::new();
-        for ev in evs.iter().filter(|ev| ev.kind == "execution.step.completed") {
-            *completions.entry(ev.data["step"].as_u64().expect("step")).or_default() += 1;
+        for ev in evs
+            .iter()
+            .filter(|ev| ev.kind == "execution.step.completed")
+        {
+            *completions
+                .entry(ev.data["step"].as_u64().expect("step"))
+                .or_default() += 1;
         }
         for (i, step) in e.steps.iter().enumerate() {
             let count = completions.get(&(i as u64)).copied().unwrap_or(0);
             let want = usize::from(step.status == StepStatus::Succeeded);
             if count != want {
-                note("step completions", format!("{} step {} ({:?}) has {count} completion events", e.id, STEPS[i], step.status));
+                note(
+                    "step completions",
+                    format!(
+                        "{} step {} ({:?}) has {count} completion events",
+                        e.id, STEPS[i], step.status
+                    ),
+                );
             }
         }
         check_execution_events(e, evs, &mut note);
@@ -829,7 +1069,10 @@ async fn check(
             _ => false,
         };
         if !consistent {
-            note("job", format!("{job} is {status} with settle events {settles:?}"));
+            note(
+                "job",
+                format!("{job} is {status} with settle events {settles:?}"),
+            );
         }
     }
     let queued = queued_jobs(conn);
@@ -852,39 +1095,73 @@ async fn check(
             }
             first_answer.entry(&post.key).or_insert(a);
         } else if a.status != 409 {
-            note("result post", format!("{} key {} answered {} {}", post.job, post.key, a.status, a.body));
+            note(
+                "result post",
+                format!(
+                    "{} key {} answered {} {}",
+                    post.job, post.key, a.status, a.body
+                ),
+            );
         }
     }
     for (job, keys) in &applied_keys {
         if keys.len() > 1 {
-            note("double application", format!("{job} took results under keys {keys:?}"));
+            note(
+                "double application",
+                format!("{job} took results under keys {keys:?}"),
+            );
         }
     }
     for (key, count) in &fresh {
         if *count > 1 {
-            note("double application", format!("key {key} was applied {count} times (not replayed)"));
+            note(
+                "double application",
+                format!("key {key} was applied {count} times (not replayed)"),
+            );
         }
     }
     for (post, a) in &ext.replays {
-        let same = first_answer.get(post.key.as_str()).is_some_and(|f| f.body == a.body);
+        let same = first_answer
+            .get(post.key.as_str())
+            .is_some_and(|f| f.body == a.body);
         if a.status != 200 || !a.replayed || !same {
-            note("replay", format!("{} key {} answered {} replayed={} {}", post.job, post.key, a.status, a.replayed, a.body));
+            note(
+                "replay",
+                format!(
+                    "{} key {} answered {} replayed={} {}",
+                    post.job, post.key, a.status, a.replayed, a.body
+                ),
+            );
         }
     }
     for (post, a) in ext.foreign.iter().chain(&ext.stale) {
         if a.status != 409 {
-            note("late or foreign result", format!("{} key {} answered {} {}", post.job, post.key, a.status, a.body));
+            note(
+                "late or foreign result",
+                format!(
+                    "{} key {} answered {} {}",
+                    post.job, post.key, a.status, a.body
+                ),
+            );
         }
     }
     if !ext.unanswered.is_empty() {
-        note("result post", format!("{} posts got no answer in 2 minutes", ext.unanswered.len()));
+        note(
+            "result post",
+            format!("{} posts got no answer in 2 minutes", ext.unanswered.len()),
+        );
     }
     for (n, e) in &docs {
         let step = &e.steps[4];
-        let Some(job) = step.job_id.as_deref() else { continue };
+        let Some(job) = step.job_id.as_deref() else {
+            continue;
+        };
         let applied = applied_keys.contains_key(job);
         if step.status == StepStatus::Succeeded && !applied {
-            note("external", format!("{} (n = {n}) ext succeeded without an applied post", e.id));
+            note(
+                "external",
+                format!("{} (n = {n}) ext succeeded without an applied post", e.id),
+            );
         }
     }
 
@@ -893,16 +1170,23 @@ async fn check(
     let client = http_client();
     let mut fired_execs = HashSet::new();
     for id in schedules {
-        let a = persist(|| client.get(format!("{api}/v1/schedules/{id}/runs?limit=200")).bearer_auth(USER))
-            .await
-            .expect("schedule runs");
+        let a = persist(|| {
+            client
+                .get(format!("{api}/v1/schedules/{id}/runs?limit=200"))
+                .bearer_auth(USER)
+        })
+        .await
+        .expect("schedule runs");
         let rows = a.body["items"].as_array().cloned().unwrap_or_default();
         let mut due: HashMap<i64, usize> = HashMap::new();
         let mut dues = Vec::new();
         for row in rows.iter().filter(|r| r["trigger"] == "schedule") {
             let at = row["due_at"].as_i64().expect("due_at");
             if row["status"] == "skipped" {
-                note("schedule", format!("{id} skipped its fire due at {at}: {row}"));
+                note(
+                    "schedule",
+                    format!("{id} skipped its fire due at {at}: {row}"),
+                );
                 continue;
             }
             *due.entry(at).or_default() += 1;
@@ -910,35 +1194,71 @@ async fn check(
             match row["execution_id"].as_str() {
                 Some(ex) if fired_execs.insert(ex.to_string()) => {
                     let e = execution_doc(conn, ex);
-                    if e.status != ExecutionStatus::Completed || e.steps[0].output != Some(json!({"s": e.input["s"]})) {
-                        note("schedule", format!("{id}'s execution {ex} is {:?} with input {}", e.status, e.input));
+                    if e.status != ExecutionStatus::Completed
+                        || e.steps[0].output != Some(json!({"s": e.input["s"]}))
+                    {
+                        note(
+                            "schedule",
+                            format!(
+                                "{id}'s execution {ex} is {:?} with input {}",
+                                e.status, e.input
+                            ),
+                        );
                     }
                 }
-                other => note("schedule", format!("{id} row due {at} has execution {other:?} (missing or shared)")),
+                other => note(
+                    "schedule",
+                    format!("{id} row due {at} has execution {other:?} (missing or shared)"),
+                ),
             }
         }
         fires += due.len();
         for (at, count) in &due {
             if *count != 1 {
-                note("schedule", format!("{id} fired {count} times for the time due at {at}"));
+                note(
+                    "schedule",
+                    format!("{id} fired {count} times for the time due at {at}"),
+                );
             }
             if at % 60_000 != 0 {
-                note("schedule", format!("{id} due time {at} is not a whole minute"));
+                note(
+                    "schedule",
+                    format!("{id} due time {at} is not a whole minute"),
+                );
             }
         }
         dues.sort_unstable();
         for w in dues.windows(2) {
             let gap = (w[1].0 - w[0].0) / 60_000;
             if gap != 1 && w[1].1 == 0 {
-                note("schedule", format!("{id} skipped {} due minutes between {} and {} with missed = 0", gap - 1, w[0].0, w[1].0));
+                note(
+                    "schedule",
+                    format!(
+                        "{id} skipped {} due minutes between {} and {} with missed = 0",
+                        gap - 1,
+                        w[0].0,
+                        w[1].0
+                    ),
+                );
             }
         }
         let event_fires: Vec<&RawEvent> = stream
             .iter()
-            .filter(|e| e.kind == "schedule.fired" && e.data["schedule_id"] == json!(id) && e.data["trigger"] == "schedule")
+            .filter(|e| {
+                e.kind == "schedule.fired"
+                    && e.data["schedule_id"] == json!(id)
+                    && e.data["trigger"] == "schedule"
+            })
             .collect();
         if event_fires.len() != due.len() {
-            note("schedule", format!("{id} has {} schedule.fired events for {} fires", event_fires.len(), due.len()));
+            note(
+                "schedule",
+                format!(
+                    "{id} has {} schedule.fired events for {} fires",
+                    event_fires.len(),
+                    due.len()
+                ),
+            );
         }
         if due.is_empty() {
             note("schedule", format!("{id} never fired"));
@@ -946,11 +1266,27 @@ async fn check(
     }
     let tick_execs = pipeline_execution_count(conn, TICK_PIPELINE_ID);
     if tick_execs != fired_execs.len() {
-        note("schedule", format!("{tick_execs} scheduled executions exist for {} fires", fired_execs.len()));
+        note(
+            "schedule",
+            format!(
+                "{tick_execs} scheduled executions exist for {} fires",
+                fired_execs.len()
+            ),
+        );
     }
 
+    let reclaimed = stream
+        .iter()
+        .filter(|e| e.kind == "job.failed" && e.data.to_string().contains("lease expired"))
+        .count();
+    if reclaimed == 0 {
+        note(
+            "chaos",
+            "no running job was ever killed: the run proved nothing".into(),
+        );
+    }
     let summary = format!(
-        "outcomes {outcomes:?}; jobs {job_statuses:?}; {fires} schedule fires; external: {} leased, {} posts, {} replays, {} foreign, {} stale, {} abandoned at the end",
+        "outcomes {outcomes:?}; jobs {job_statuses:?}; {reclaimed} killed attempts reclaimed; {fires} schedule fires; external: {} leased, {} posts, {} replays, {} foreign, {} stale, {} abandoned at the end",
         ext.leased,
         ext.answers.len(),
         ext.replays.len(),
@@ -964,7 +1300,9 @@ async fn check(
 /// Whether `e` failed with `kind` at step `step`.
 fn failed_at(e: &Execution, kind: FailureKind, step: &str) -> bool {
     e.status == ExecutionStatus::Failed
-        && e.failure.as_ref().is_some_and(|f| f.kind == kind && f.step.as_deref() == Some(step))
+        && e.failure
+            .as_ref()
+            .is_some_and(|f| f.kind == kind && f.step.as_deref() == Some(step))
 }
 
 /// The execution's events agree with its final state: its last terminal event matches its
@@ -973,7 +1311,12 @@ fn check_execution_events(e: &Execution, evs: &[&RawEvent], note: &mut impl FnMu
     let terminal: Vec<&str> = evs
         .iter()
         .map(|ev| ev.kind.as_str())
-        .filter(|k| matches!(*k, "execution.completed" | "execution.failed" | "execution.cancelled"))
+        .filter(|k| {
+            matches!(
+                *k,
+                "execution.completed" | "execution.failed" | "execution.cancelled"
+            )
+        })
         .collect();
     let want = match e.status {
         ExecutionStatus::Completed => "execution.completed",
@@ -985,10 +1328,19 @@ fn check_execution_events(e: &Execution, evs: &[&RawEvent], note: &mut impl FnMu
         }
     };
     if terminal.len() != 1 || terminal[0] != want {
-        note("events", format!("{} is {:?} with terminal events {terminal:?}", e.id, e.status));
+        note(
+            "events",
+            format!(
+                "{} is {:?} with terminal events {terminal:?}",
+                e.id, e.status
+            ),
+        );
     }
     if evs.first().map(|ev| ev.kind.as_str()) != Some("execution.started") {
-        note("events", format!("{} does not begin with execution.started", e.id));
+        note(
+            "events",
+            format!("{} does not begin with execution.started", e.id),
+        );
     }
 }
 
