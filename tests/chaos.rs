@@ -873,6 +873,21 @@ async fn chaos_kills_and_redis_restarts_break_no_invariant() {
         if let Some(line) = log.lines().find(|l| l.contains("panicked")) {
             problems.push(format!("{} panicked: {line}", r.name));
         }
+        // What went wrong on the way (not a failure by itself: Redis was down on purpose).
+        let mut errors: BTreeMap<String, usize> = BTreeMap::new();
+        for line in log
+            .lines()
+            .filter(|l| l.contains("\"level\":\"ERROR\"") || l.contains("\"level\":\"WARN\""))
+        {
+            let v: Value = serde_json::from_str(line).unwrap_or(Value::Null);
+            let key = format!(
+                "{} {}",
+                v["level"].as_str().unwrap_or("?"),
+                v["message"].as_str().unwrap_or(line)
+            );
+            *errors.entry(key).or_default() += 1;
+        }
+        eprintln!("chaos: {} logged {errors:?}", r.name);
         if !r.child.is_running() {
             problems.push(format!(
                 "{} is not running at the end: {}",
