@@ -17,16 +17,19 @@ use crate::config::{self, Config};
 use crate::systemd::Systemd;
 
 /// Connects to Redis, retrying with backoff until `shutdown` (a service must survive Redis
-/// starting after it).
+/// starting after it). Connected means ready too: a Redis that accepts connections but does
+/// not answer yet (still loading its AOF after a restart, or gone again) is waited for in
+/// the same way.
 pub async fn connect(c: &Config, shutdown: &CancellationToken) -> anyhow::Result<Engine> {
     let mut delay = Duration::from_millis(200);
     let mut warned = false;
     loop {
-        match Store::connect(config::store_config(c)).await {
-            Ok(store) => {
-                store.ready().await?;
-                return Ok(Engine::new(store, Arc::new(SystemClock)));
-            }
+        let store = match Store::connect(config::store_config(c)).await {
+            Ok(store) => store.ready().await.map(|()| store),
+            Err(e) => Err(e),
+        };
+        match store {
+            Ok(store) => return Ok(Engine::new(store, Arc::new(SystemClock))),
             Err(e) => {
                 if !warned {
                     tracing::warn!(redis.url = %c.redis.url, error = %e, "cannot reach redis; retrying with backoff");
@@ -268,4 +271,92 @@ pub async fn up(mut c: Config, base: PathBuf, life: Lifecycle) -> anyhow::Result
     .await;
     supervision.finish().await;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use sluice_testkit::RedisServer;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::net::TcpStream;
+
+    use super::*;
+
+    /// How many whole RESP commands (arrays of bulk strings) `buf` holds.
+    fn commands_in(buf: &[u8]) -> usize {
+        fn line(buf: &[u8], at: usize) -> Option<(i64, usize)> {
+            let end = at + buf[at..].windows(2).position(|w| w == b"\r\n")?;
+            let n = std::str::from_utf8(&buf[at + 1..end]).ok()?.parse().ok()?;
+            Some((n, end + 2))
+        }
+        let (mut count, mut at) = (0, 0);
+        while at < buf.len() {
+            let Some((items, mut next)) = line(buf, at) else { break };
+            for _ in 0..items {
+                let Some((len, body)) = line(buf, next) else { return count };
+                next = body + usize::try_from(len).unwrap_or(0) + 2;
+            }
+            if next > buf.len() {
+                break;
+            }
+            count += 1;
+            at = next;
+        }
+        count
+    }
+
+    /// A Redis restarted from its AOF, as clients see it: for `loading`, connections are
+    /// accepted and every command is answered `-LOADING …`; after that, connections are
+    /// passed through to `redis`.
+    async fn restarting_redis(redis: &RedisServer, loading: Duration) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("redis://{}", listener.local_addr().expect("address"));
+        let backend = format!("127.0.0.1:{}", redis.port());
+        let began = Instant::now();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let backend = backend.clone();
+                tokio::spawn(async move {
+                    if began.elapsed() >= loading {
+                        let mut server = TcpStream::connect(&backend).await.expect("backend");
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        return;
+                    }
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    while let Ok(n @ 1..) = client.read(&mut chunk).await {
+                        buf.extend_from_slice(&chunk[..n]);
+                        let whole = commands_in(&buf);
+                        if whole > 0 {
+                            buf.clear();
+                        }
+                        for _ in 0..whole {
+                            let reply = b"-LOADING Redis is loading the dataset in memory\r\n";
+                            if client.write_all(reply).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn connect_waits_for_a_redis_still_loading_its_data() {
+        let redis = RedisServer::start();
+        let loading = Duration::from_millis(1500);
+        let mut c = Config::default();
+        c.redis.url = restarting_redis(&redis, loading).await;
+        let began = Instant::now();
+        let shutdown = CancellationToken::new();
+        let engine = tokio::time::timeout(Duration::from_secs(20), connect(&c, &shutdown))
+            .await
+            .expect("connect returns once Redis has loaded")
+            .expect("connect waits for Redis to load instead of failing");
+        assert!(began.elapsed() >= loading, "connected while Redis was still loading");
+        engine.store().ready().await.expect("the engine works");
+    }
 }
