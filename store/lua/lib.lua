@@ -150,16 +150,17 @@ end
 
 -- Starts pending job `id` (key `key`) under the lease it holds: one more attempt, status
 -- `running` from `now` with the lease until `deadline`, its dedupe slot freed; appends
--- `job.started` (and `execution.step.started` for a step job) to the stream and to the list
--- `log_of(execution_id)` names (nil: none). Returns the attempt number.
+-- `job.started` (and `execution.step.started` for a step job), naming the lease holder as
+-- `worker`, to the stream and to the list `log_of(execution_id)` names (nil: none).
+-- Returns the attempt number.
 local function start_job(key, id, deadline, leased_key, now, log_of)
   local attempts = redis.call('HINCRBY', key, 'attempts', 1)
   redis.call('HSET', key, 'status', 'running', 'started_at', now, 'updated_at', now,
     'lease_deadline', deadline)
   redis.call('ZADD', leased_key, deadline, id)
   free_dedupe(key, id)
-  local f = redis.call('HMGET', key, 'queue', 'kind', 'execution_id', 'step')
-  local data = {job_id = id, queue = f[1], kind = f[2], attempt = attempts}
+  local f = redis.call('HMGET', key, 'queue', 'kind', 'execution_id', 'step', 'lease_worker')
+  local data = {job_id = id, queue = f[1], kind = f[2], attempt = attempts, worker = f[5] or nil}
   local log = nil
   if f[3] and f[3] ~= '' then
     data.execution_id = f[3]

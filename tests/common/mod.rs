@@ -31,7 +31,16 @@ pub struct Setup {
 impl Setup {
     /// Starts Redis and writes `sluice.toml` with `worker` as the `[worker]` section body.
     pub fn new(worker: &str) -> Setup {
-        let redis = RedisServer::start();
+        Setup::on(RedisServer::start(), worker)
+    }
+
+    /// As [`Setup::new`], with a Redis that keeps an append-only file fsynced on every write,
+    /// so that its data survives a stop or a kill and a restart.
+    pub fn with_aof(worker: &str) -> Setup {
+        Setup::on(RedisServer::start_with_aof(), worker)
+    }
+
+    fn on(redis: RedisServer, worker: &str) -> Setup {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("sluice.toml");
         let text = format!(
@@ -44,7 +53,10 @@ impl Setup {
 
     /// Appends `extra` (more sections, such as `[api]` and `[auth]`) to the config file.
     pub fn append(&self, extra: &str) {
-        let mut file = OpenOptions::new().append(true).open(&self.config).expect("config file");
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(&self.config)
+            .expect("config file");
         writeln!(file, "\n{extra}").expect("append to the config");
     }
 
@@ -66,7 +78,11 @@ impl Setup {
     /// As [`Setup::spawn`], with extra arguments after the config and extra environment
     /// variables.
     pub fn spawn_with(&self, role: &str, name: &str, args: &[&str], env: &[(&str, &str)]) -> Child {
-        let log = OpenOptions::new().create(true).append(true).open(self.log(name)).expect("log file");
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log(name))
+            .expect("log file");
         let err = log.try_clone().expect("log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
         cmd.arg(role)
@@ -91,9 +107,12 @@ impl Setup {
 
     /// An engine on the same Redis, for starting and reading executions.
     pub async fn engine(&self) -> Engine {
-        let store = Store::connect(StoreConfig { url: self.redis.url(), ..StoreConfig::default() })
-            .await
-            .expect("connect");
+        let store = Store::connect(StoreConfig {
+            url: self.redis.url(),
+            ..StoreConfig::default()
+        })
+        .await
+        .expect("connect");
         Engine::new(store, Arc::new(SystemClock))
     }
 
@@ -119,7 +138,10 @@ pub fn sluice(args: &[&str], env: &[(&str, &str)]) -> Output {
 /// Runs the CLI against the API at `api` (given as `SLUICE_API_URL`, so that it works after
 /// a `--`) with `args`, without any token from the environment unless `env` gives one.
 pub fn cli(api: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let env: Vec<(&str, &str)> = [("SLUICE_API_URL", api)].into_iter().chain(env.iter().copied()).collect();
+    let env: Vec<(&str, &str)> = [("SLUICE_API_URL", api)]
+        .into_iter()
+        .chain(env.iter().copied())
+        .collect();
     sluice(args, &env)
 }
 
@@ -137,7 +159,11 @@ pub fn stderr(output: &Output) -> String {
 /// `reqwest::Client::new()` has no crypto provider to build with).
 pub fn http_client() -> reqwest::Client {
     let roots = sluice_worker::tls::Roots::load(None).expect("trusted roots");
-    roots.client_builder().expect("a client builder").build().expect("an HTTP client")
+    roots
+        .client_builder()
+        .expect("a client builder")
+        .build()
+        .expect("an HTTP client")
 }
 
 /// Waits until the API at `url` answers its liveness probe.
@@ -145,7 +171,13 @@ pub async fn wait_for_api(url: &str) {
     let healthz = format!("{url}/healthz");
     let client = http_client();
     wait_until(Duration::from_secs(15), "the api to answer", || async {
-        client.get(&healthz).send().await.ok().filter(|r| r.status().is_success()).map(|_| ())
+        client
+            .get(&healthz)
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status().is_success())
+            .map(|_| ())
     })
     .await;
 }
@@ -153,7 +185,11 @@ pub async fn wait_for_api(url: &str) {
 /// Applies `toml` and starts `n` executions of it with input `{"n": i}`; returns their ids.
 pub async fn start_executions(engine: &Engine, toml: &str, n: usize) -> Vec<String> {
     let p = pipeline::parse_toml(toml).expect("pipeline parses");
-    let (version, _) = engine.store().put_pipeline(&p, engine.now()).await.expect("put pipeline");
+    let (version, _) = engine
+        .store()
+        .put_pipeline(&p, engine.now())
+        .await
+        .expect("put pipeline");
     let mut ids = Vec::with_capacity(n);
     for i in 0..n {
         let req = StartRequest {
@@ -163,7 +199,12 @@ pub async fn start_executions(engine: &Engine, toml: &str, n: usize) -> Vec<Stri
             target: None,
             idempotency_key: None,
         };
-        match engine.store().start_execution(req, engine.now()).await.expect("start") {
+        match engine
+            .store()
+            .start_execution(req, engine.now())
+            .await
+            .expect("start")
+        {
             StartOutcome::Started(e) => ids.push(e.id),
             other => panic!("unexpected start outcome {other:?}"),
         }
@@ -175,7 +216,11 @@ pub async fn start_executions(engine: &Engine, toml: &str, n: usize) -> Vec<Stri
 pub async fn executions(engine: &Engine, ids: &[String]) -> Vec<Execution> {
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
-        let e = engine.store().get_execution(id).await.expect("read execution");
+        let e = engine
+            .store()
+            .get_execution(id)
+            .await
+            .expect("read execution");
         out.push(e.unwrap_or_else(|| panic!("execution {id} is missing")));
     }
     out
@@ -207,7 +252,10 @@ pub fn events(conn: &mut redis::Connection) -> Vec<RawEvent> {
         .map(|entry| {
             let kind: String = entry.get("type").expect("event type");
             let data: String = entry.get("data").expect("event data");
-            RawEvent { kind, data: serde_json::from_str(&data).expect("event data is JSON") }
+            RawEvent {
+                kind,
+                data: serde_json::from_str(&data).expect("event data is JSON"),
+            }
         })
         .collect()
 }
@@ -216,7 +264,10 @@ pub fn events(conn: &mut redis::Connection) -> Vec<RawEvent> {
 pub fn count_per_step(events: &[RawEvent], kind: &str) -> HashMap<(String, u64), usize> {
     let mut counts = HashMap::new();
     for e in events.iter().filter(|e| e.kind == kind) {
-        let exec = e.data["execution_id"].as_str().expect("execution_id").to_string();
+        let exec = e.data["execution_id"]
+            .as_str()
+            .expect("execution_id")
+            .to_string();
         let step = e.data["step"].as_u64().expect("step index");
         *counts.entry((exec, step)).or_insert(0) += 1;
     }
@@ -230,11 +281,16 @@ pub fn leased_count(conn: &mut redis::Connection) -> usize {
 
 /// The `status` field of job `id` (raw `HGET`).
 pub fn job_status(conn: &mut redis::Connection, id: &str) -> Option<String> {
-    conn.hget(format!("{{sluice:0}}:job:{id}"), "status").expect("HGET job status")
+    conn.hget(format!("{{sluice:0}}:job:{id}"), "status")
+        .expect("HGET job status")
 }
 
 /// Waits for `child` to exit, at most `timeout`; panics with `log` context otherwise.
-pub async fn expect_exit(child: &mut Child, timeout: Duration, what: &str) -> std::process::ExitStatus {
+pub async fn expect_exit(
+    child: &mut Child,
+    timeout: Duration,
+    what: &str,
+) -> std::process::ExitStatus {
     child
         .wait_timeout_async(timeout)
         .await
