@@ -351,23 +351,56 @@ impl ConnectionCounter {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_stopped_for_30_seconds_every_process_survives_and_nothing_is_lost_or_doubled() {
-    let mut setup = Setup::with_aof(
+/// A deployment on a Redis with AOF, every process ready, with executions and standalone
+/// jobs under way (some running, some reserved, some queued): the setup, the deployment, and
+/// the ids of the executions and of the jobs.
+async fn at_work() -> (Setup, Deployment, Vec<String>, Vec<String>) {
+    let setup = Setup::with_aof(
         "concurrency = 4\nlease_ttl = \"5s\"\nidle_poll = \"1s\"\nshutdown_timeout = \"5s\"",
     );
-    let mut d = Deployment::start(&setup);
+    let d = Deployment::start(&setup);
     d.wait_readiness(200, Duration::from_secs(30), "every process to be ready")
         .await;
     let engine = setup.engine().await;
-    let mut exec_ids = start_executions(&engine, PIPELINE, EXECUTIONS_BEFORE).await;
-    let mut job_ids = enqueue_jobs(&d.api_url, "before", JOBS_BEFORE).await;
-    drop(engine);
-    // Let work get going: some steps running, some reserved, some queued.
+    let exec_ids = start_executions(&engine, PIPELINE, EXECUTIONS_BEFORE).await;
+    let job_ids = enqueue_jobs(&d.api_url, "before", JOBS_BEFORE).await;
     wait_until(Duration::from_secs(20), "jobs to be running", || async {
         (common::leased_count(&mut setup.raw()) >= 4).then_some(())
     })
     .await;
+    (setup, d, exec_ids, job_ids)
+}
+
+/// Submits the starts of `keys` (`(key, input index)`) until the API accepts each; returns
+/// the executions' ids.
+async fn resubmit_starts(api: &str, keys: &[(String, usize)]) -> Vec<String> {
+    let mut ids = Vec::new();
+    for (key, i) in keys {
+        let url = format!("{api}/v1/executions");
+        let answer = post_until_accepted(&url, &start_body(key, *i), Duration::from_secs(10)).await;
+        ids.push(
+            answer["id"]
+                .as_str()
+                .expect("the execution's id")
+                .to_string(),
+        );
+    }
+    ids
+}
+
+/// Panics unless the stream holds `n` `execution.started` events.
+fn assert_started(setup: &Setup, n: usize, what: &str) {
+    let stream = events(&mut setup.raw());
+    let started = stream
+        .iter()
+        .filter(|e| e.kind == "execution.started")
+        .count();
+    assert_eq!(started, n, "{what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stopped_for_30_seconds_every_process_survives_and_nothing_is_lost_or_doubled() {
+    let (mut setup, mut d, mut exec_ids, mut job_ids) = at_work().await;
 
     setup.redis.stop();
     let outage = Instant::now();
@@ -463,31 +496,16 @@ async fn redis_stopped_for_30_seconds_every_process_survives_and_nothing_is_lost
     .await;
     d.assert_all_running(&setup, "after the outage");
     // What was refused during the outage is submitted again, and goes through once.
-    for i in 0..SUBMITTED_DURING {
-        let answer = post_until_accepted(
-            &format!("{}/v1/executions", d.api_url),
-            &start_body(&format!("during-{i}"), i),
-            Duration::from_secs(10),
-        )
-        .await;
-        exec_ids.push(
-            answer["id"]
-                .as_str()
-                .expect("the execution's id")
-                .to_string(),
-        );
-    }
+    let keys: Vec<(String, usize)> = (0..SUBMITTED_DURING)
+        .map(|i| (format!("during-{i}"), i))
+        .collect();
+    exec_ids.extend(resubmit_starts(&d.api_url, &keys).await);
     job_ids.extend(enqueue_jobs(&d.api_url, "during", SUBMITTED_DURING).await);
     assert_exactly_once(&setup, &exec_ids, &job_ids).await;
-    let stream = events(&mut setup.raw());
-    let started = stream
-        .iter()
-        .filter(|e| e.kind == "execution.started")
-        .count();
-    assert_eq!(
-        started,
+    assert_started(
+        &setup,
         EXECUTIONS_BEFORE + SUBMITTED_DURING,
-        "executions started"
+        "executions started",
     );
     eprintln!(
         "outage test: {} executions and {} jobs completed once; {connections} connections in {:.1} s of the outage",
@@ -499,20 +517,7 @@ async fn redis_stopped_for_30_seconds_every_process_survives_and_nothing_is_lost
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_hung_by_sigstop_every_process_survives_and_a_retried_start_is_not_doubled() {
-    let setup = Setup::with_aof(
-        "concurrency = 4\nlease_ttl = \"5s\"\nidle_poll = \"1s\"\nshutdown_timeout = \"5s\"",
-    );
-    let mut d = Deployment::start(&setup);
-    d.wait_readiness(200, Duration::from_secs(30), "every process to be ready")
-        .await;
-    let engine = setup.engine().await;
-    let mut exec_ids = start_executions(&engine, PIPELINE, EXECUTIONS_BEFORE).await;
-    let job_ids = enqueue_jobs(&d.api_url, "before", JOBS_BEFORE).await;
-    drop(engine);
-    wait_until(Duration::from_secs(20), "jobs to be running", || async {
-        (common::leased_count(&mut setup.raw()) >= 4).then_some(())
-    })
-    .await;
+    let (setup, mut d, mut exec_ids, job_ids) = at_work().await;
 
     let redis_pid = setup.redis.pid();
     signal(redis_pid, SIGSTOP);
@@ -554,30 +559,17 @@ async fn redis_hung_by_sigstop_every_process_survives_and_a_retried_start_is_not
     .await;
     d.assert_all_running(&setup, "after the hang");
 
-    for (i, (key, _)) in starts.iter().enumerate() {
-        let answer = post_until_accepted(
-            &format!("{}/v1/executions", d.api_url),
-            &start_body(key, i),
-            Duration::from_secs(10),
-        )
-        .await;
-        exec_ids.push(
-            answer["id"]
-                .as_str()
-                .expect("the execution's id")
-                .to_string(),
-        );
-    }
-    assert_exactly_once(&setup, &exec_ids, &job_ids).await;
-    let stream = events(&mut setup.raw());
-    let started = stream
+    let keys: Vec<(String, usize)> = starts
         .iter()
-        .filter(|e| e.kind == "execution.started")
-        .count();
-    assert_eq!(
-        started,
+        .enumerate()
+        .map(|(i, (key, _))| (key.clone(), i))
+        .collect();
+    exec_ids.extend(resubmit_starts(&d.api_url, &keys).await);
+    assert_exactly_once(&setup, &exec_ids, &job_ids).await;
+    assert_started(
+        &setup,
         EXECUTIONS_BEFORE + SUBMITTED_DURING,
-        "one execution per idempotency key"
+        "one execution per idempotency key",
     );
 }
 
