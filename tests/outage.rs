@@ -257,9 +257,11 @@ async fn assert_exactly_once(setup: &Setup, exec_ids: &[String], job_ids: &[Stri
         assert_eq!(
             e.status,
             ExecutionStatus::Completed,
-            "execution {} did not complete: {:?}",
+            "execution {} did not complete: {:?}\nscheduler log:\n{}\nworker-0 log:\n{}",
             e.id,
-            e.failure
+            e.failure,
+            setup.log_tail("scheduler", 15),
+            setup.log_tail("worker-0", 15)
         );
         assert_eq!(e.steps[1].output, Some(json!({ "v": 2 })), "{}", e.id);
     }
@@ -414,8 +416,13 @@ async fn redis_stopped_for_30_seconds_every_process_survives_and_nothing_is_lost
             &start_body(&format!("during-{i}"), i),
         )
         .await;
-        eprintln!("start refused in {} ms", posted.elapsed().as_millis());
         assert_eq!(status, 503, "a start while Redis is stopped: {answer}");
+        // Refused at once, not held through a series of reconnection attempts.
+        assert!(
+            posted.elapsed() < Duration::from_secs(5),
+            "a start took {:?} to be refused",
+            posted.elapsed()
+        );
         let (status, answer) = post(
             &format!("{}/v1/jobs", d.api_url),
             &job_body(&format!("during-{i}")),
@@ -439,13 +446,7 @@ async fn redis_stopped_for_30_seconds_every_process_survives_and_nothing_is_lost
     let mut counter = None;
     while outage.elapsed() < Duration::from_secs(30) {
         d.assert_all_running(&setup, "during the outage");
-        let probed = Instant::now();
         let ready = d.readiness().await;
-        eprintln!(
-            "{} ms: readiness {ready:?} in {} ms",
-            outage.elapsed().as_millis(),
-            probed.elapsed().as_millis()
-        );
         assert!(
             ready.iter().all(|(_, s)| *s == 503),
             "readiness during the outage: {ready:?}"
@@ -464,7 +465,6 @@ async fn redis_stopped_for_30_seconds_every_process_survives_and_nothing_is_lost
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let (counter, since) = counter.expect("the counting window began");
-    eprintln!("counted for {} ms", since.elapsed().as_millis());
     let window = since.elapsed();
     let connections = counter.close();
 
@@ -472,7 +472,7 @@ async fn redis_stopped_for_30_seconds_every_process_survives_and_nothing_is_lost
     let lines_after = log_lines(&setup);
     for name in Deployment::names() {
         let logged = lines_after[name] - lines_before[name];
-        eprintln!("{name} logged {logged} lines during the outage");
+        eprintln!("outage test: {name} logged {logged} lines during the outage");
         assert!(
             logged <= 60,
             "{name} logged {logged} lines during a 30 s outage (a retry loop without backoff?):\n{}",

@@ -147,11 +147,13 @@ impl Runtime {
     pub(crate) async fn run(self: &Arc<Self>, leased: LeasedJob) {
         let LeasedJob { mut job, token } = leased;
         let id = job.id.clone();
-        let now = self.engine.now();
         let mut backoff = Backoff::new();
-        let started = loop {
+        // A retry after an unanswered call is safe: a start that Redis ran although its
+        // answer was lost is answered again by the next one (same token, same attempt).
+        let (started, now) = loop {
+            let now = self.engine.now();
             match self.engine.store().start(&job, &token, now + self.lease_ttl_ms(), now).await {
-                Ok(s) => break s,
+                Ok(s) => break (s, now),
                 Err(e) => {
                     if self.shutting_down.load(Ordering::Relaxed) {
                         return;
