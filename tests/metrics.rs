@@ -1,7 +1,9 @@
 //! The metrics endpoint of the real binary: `sluice worker --metrics-listen ADDR` and
 //! `sluice scheduler --metrics-listen ADDR` serve their process's metrics at `/metrics` in
 //! the Prometheus text format (parsed here with an independent parser), the worker's
-//! counters move as it runs jobs, and an address that cannot be bound stops the start.
+//! counters move as it runs jobs, and an address that cannot be bound stops the start. The
+//! same address answers the probes `/healthz` and `/readyz` from the start, before Redis is
+//! first reached, readiness following whether Redis answers.
 
 mod common;
 
@@ -83,7 +85,7 @@ async fn a_worker_with_metrics_listen_serves_its_metrics_and_they_move_as_it_run
             > before.histogram_count("sluice_redis_round_trip_seconds", &[])
     );
 
-    // Only /metrics is served, and the cluster-wide figures are the API's.
+    // Only /metrics and the probes are served, and the cluster-wide figures are the API's.
     let (status, _, _) = get(&format!("http://{addr}/v1/queues"))
         .await
         .expect("the endpoint answers");
@@ -153,4 +155,40 @@ async fn a_metrics_address_that_cannot_be_bound_stops_the_start() {
         log.contains(&format!("cannot listen on {addr} (metrics.listen)")),
         "{log}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_probes_answer_before_redis_is_reached_and_readiness_follows_redis() {
+    let mut setup = Setup::new("concurrency = 1\nidle_poll = \"200ms\"");
+    setup.redis.kill();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut worker = setup.spawn_with("worker", "worker", &["--metrics-listen", &addr], &[]);
+    let api = format!("http://{addr}");
+    let probe = |path: &'static str| {
+        let url = format!("{api}{path}");
+        async move { get(&url).await }
+    };
+
+    // Redis has never answered: alive, not ready, and `sluice health` says so.
+    let (status, _, _) = wait_until(Duration::from_secs(20), "the probes to answer", || probe("/healthz")).await;
+    assert_eq!(status, 200);
+    let (status, content_type, body) = probe("/readyz").await.expect("/readyz answers");
+    assert_eq!((status, content_type.as_str()), (503, "application/problem+json"), "{body}");
+    assert!(body.contains("NOT_READY"), "{body}");
+    let health = common::sluice(&["health", "--api", &api], &[]);
+    assert_eq!(health.status.code(), Some(1), "{}", common::stderr(&health));
+    assert!(common::stderr(&health).contains("NOT_READY"), "{}", common::stderr(&health));
+
+    // Redis answers: ready.
+    setup.redis.restart();
+    wait_until(Duration::from_secs(20), "the worker to be ready", || async {
+        probe("/readyz").await.filter(|(status, _, _)| *status == 200).map(|_| ())
+    })
+    .await;
+    let health = common::sluice(&["health", "--api", &api], &[]);
+    assert_eq!(health.status.code(), Some(0), "{}", common::stderr(&health));
+
+    worker.signal(SIGTERM);
+    let status = expect_exit(&mut worker, Duration::from_secs(15), "the worker").await;
+    assert_eq!(status.code(), Some(0), "log:\n{}", setup.log_tail("worker", 20));
 }

@@ -70,6 +70,9 @@ pub struct AppState {
     closing: CancellationToken,
     /// The lease long-polls of external workers, ended by [`serve`]'s shutdown.
     long_polls: Arc<routes::workers::LongPolls>,
+    /// Whether the latest readiness check passed: a failed check is logged when readiness
+    /// is lost, not at every probe.
+    ready: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl AppState {
@@ -81,6 +84,7 @@ impl AppState {
             auth: Auth::disabled(),
             closing: CancellationToken::new(),
             long_polls: Arc::default(),
+            ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         }
     }
 

@@ -12,12 +12,18 @@
 //!   jobs as failed attempts, retried after their backoff or failed for good once their
 //!   attempts are spent (`reclaim.lua` + the engine's settle under the expired token).
 //!
+//! After an outage (ticks that Redis did not answer), reclaiming waits `reclaim_grace`
+//! (promoting and firing resume at once): the workers' leases expired during the outage only
+//! because their heartbeats could not reach Redis either, and a live worker renews them
+//! within a third of its lease TTL once Redis answers; a worker that died meanwhile has its
+//! jobs reclaimed after the grace.
+//!
 //! Every operation is idempotent and fenced, so any number of scheduler processes may run at
 //! once; running several only adds redundancy. Workers also promote due jobs of the queue
 //! they lease from, so the scheduler is the backstop, not the only path.
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sluice_store::{FireReport, Lane, Pulse, StoreError};
 use sluice_store::engine::Engine;
@@ -31,16 +37,28 @@ pub struct SchedulerConfig {
     pub chunk: usize,
     /// Most chunks per queue and tick (bounds one tick's work; the rest waits a tick).
     pub max_chunks: usize,
-    /// Beaten after every tick that succeeded: a supervisor (the systemd watchdog) reads it
-    /// to tell a scheduler that makes progress from one that is stuck or cut off from Redis.
+    /// Beaten after every tick that succeeded, missed after every tick Redis did not answer:
+    /// a supervisor reads it to tell a scheduler that runs from one that is stuck (the
+    /// systemd watchdog), and a ready scheduler from one cut off from Redis (its readiness
+    /// probe and systemd status).
     pub pulse: Pulse,
     /// Due schedules fired per chunk (each costs a few round trips).
     pub fire_chunk: usize,
+    /// How long reclaiming waits after Redis answers again following failed ticks (see the
+    /// module docs): at least the workers' lease TTL. Default: 30 s.
+    pub reclaim_grace: Duration,
 }
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
-        Self { tick: Duration::from_millis(500), chunk: 1_000, max_chunks: 50, fire_chunk: 100, pulse: Pulse::new() }
+        Self {
+            tick: Duration::from_millis(500),
+            chunk: 1_000,
+            max_chunks: 50,
+            fire_chunk: 100,
+            pulse: Pulse::new(),
+            reclaim_grace: Duration::from_secs(30),
+        }
     }
 }
 
@@ -62,6 +80,15 @@ pub struct TickReport {
 /// # Errors
 /// Redis errors (the caller retries on the next tick).
 pub async fn tick(engine: &Engine, config: &SchedulerConfig) -> Result<TickReport, StoreError> {
+    tick_with(engine, config, true).await
+}
+
+/// One tick; expired leases are reclaimed only when `reclaim` is set.
+async fn tick_with(
+    engine: &Engine,
+    config: &SchedulerConfig,
+    reclaim: bool,
+) -> Result<TickReport, StoreError> {
     let store = engine.store();
     let mut report = TickReport::default();
     for shard in 0..store.shards() {
@@ -87,7 +114,7 @@ pub async fn tick(engine: &Engine, config: &SchedulerConfig) -> Result<TickRepor
                 }
             }
         }
-        for _ in 0..config.max_chunks {
+        for _ in 0..if reclaim { config.max_chunks } else { 0 } {
             let (released, reclaimed) = engine.reclaim(shard, config.chunk).await?;
             report.released += released;
             report.reclaimed += reclaimed;
@@ -100,18 +127,36 @@ pub async fn tick(engine: &Engine, config: &SchedulerConfig) -> Result<TickRepor
 }
 
 /// Ticks until `shutdown` completes. Redis errors are logged once per outage and retried
-/// on the next tick.
-pub async fn run(engine: Engine, config: SchedulerConfig, shutdown: impl Future<Output = ()> + Send) {
+/// on the next tick; after an outage, reclaiming waits `reclaim_grace`.
+pub async fn run(
+    engine: Engine,
+    config: SchedulerConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) {
     tokio::pin!(shutdown);
     let mut healthy = true;
-    tracing::info!(tick_ms = config.tick.as_millis() as u64, "scheduler started");
+    let mut reclaim_from: Option<Instant> = None;
+    tracing::info!(
+        tick_ms = config.tick.as_millis() as u64,
+        "scheduler started"
+    );
     loop {
-        match tick(&engine, &config).await {
+        let reclaim = healthy && reclaim_from.is_none_or(|from| Instant::now() >= from);
+        match tick_with(&engine, &config, reclaim).await {
             Ok(report) => {
                 config.pulse.beat();
                 if !healthy {
-                    tracing::info!("redis is reachable again");
+                    reclaim_from = Some(Instant::now() + config.reclaim_grace);
+                    tracing::info!(
+                        reclaim_grace_ms =
+                            u64::try_from(config.reclaim_grace.as_millis()).unwrap_or(u64::MAX),
+                        "redis is reachable again; expired leases are reclaimed after the grace, \
+                         once live workers have renewed theirs"
+                    );
                     healthy = true;
+                }
+                if reclaim && reclaim_from.take().is_some() {
+                    tracing::info!("reclaiming expired leases again");
                 }
                 if report != TickReport::default() {
                     tracing::debug!(
@@ -127,8 +172,9 @@ pub async fn run(engine: Engine, config: SchedulerConfig, shutdown: impl Future<
                 }
             }
             Err(e) => {
+                config.pulse.miss();
                 if healthy {
-                    tracing::warn!(error = %e, "scheduler tick failed; retrying");
+                    tracing::warn!(error = %e, "scheduler tick failed: redis is unavailable; retrying every tick");
                     healthy = false;
                 }
             }

@@ -496,6 +496,16 @@ pub fn worker_config(c: &Config) -> sluice_worker::WorkerConfig {
     }
 }
 
+/// The scheduler settings of `c`. Reclaiming waits `worker.lease_ttl` after an outage, so
+/// that live workers renew the leases that expired meanwhile first.
+pub fn scheduler_config(c: &Config) -> sluice_scheduler::SchedulerConfig {
+    sluice_scheduler::SchedulerConfig {
+        tick: c.scheduler.tick,
+        reclaim_grace: c.worker.lease_ttl,
+        ..sluice_scheduler::SchedulerConfig::default()
+    }
+}
+
 /// The store settings of `c`.
 pub fn store_config(c: &Config) -> sluice_store::StoreConfig {
     sluice_store::StoreConfig {

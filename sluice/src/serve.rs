@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use sluice_core::SystemClock;
-use sluice_store::{Pulse, Store};
 use sluice_api::Auth;
+use sluice_core::SystemClock;
 use sluice_store::engine::Engine;
+use sluice_store::{Metrics, Pulse, Store};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -21,11 +21,23 @@ use crate::systemd::Systemd;
 /// not answer yet (still loading its AOF after a restart, or gone again) is waited for in
 /// the same way.
 pub async fn connect(c: &Config, shutdown: &CancellationToken) -> anyhow::Result<Engine> {
+    connect_recording(c, shutdown, Arc::default()).await
+}
+
+/// As [`connect`], the store recording into `metrics`.
+async fn connect_recording(
+    c: &Config,
+    shutdown: &CancellationToken,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<Engine> {
     let mut delay = Duration::from_millis(200);
     let mut warned = false;
     loop {
         let store = match Store::connect(config::store_config(c)).await {
-            Ok(store) => store.ready().await.map(|()| store),
+            Ok(store) => {
+                let store = store.with_metrics(metrics.clone());
+                store.ready().await.map(|()| store)
+            }
             Err(e) => Err(e),
         };
         match store {
@@ -121,43 +133,61 @@ fn first_beat(pulse: &Pulse) -> impl Future<Output = ()> + Send + 'static {
     async move { pulse.first_beat().await }
 }
 
+/// Runs a worker or scheduler `role` once Redis answers; its metrics endpoint (when
+/// configured) serves from the start, with readiness from `pulse` (not ready until the
+/// role's first round succeeds), until the role has returned.
+async fn with_endpoint<F, Fut>(
+    c: &Config,
+    pulse: Pulse,
+    shutdown: &CancellationToken,
+    role: F,
+) -> anyhow::Result<()>
+where
+    F: FnOnce(Engine) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let metrics: Arc<Metrics> = Arc::default();
+    let endpoint = crate::metrics::Endpoint::bind(c)
+        .await?
+        .serve(metrics.clone(), pulse);
+    let result = async { role(connect_recording(c, shutdown, metrics).await?).await }.await;
+    endpoint.stopped().await;
+    result
+}
+
 /// `sluice worker`: ready once it registered itself or leased against Redis; the watchdog
-/// is fed while its heartbeat or lease loop succeeds against Redis.
+/// is fed while its heartbeat or lease loop runs, and its readiness follows whether Redis
+/// answers them.
 pub async fn worker(c: Config, life: Lifecycle) -> anyhow::Result<()> {
     let Lifecycle { shutdown, systemd } = life;
     let mut wc = config::worker_config(&c);
     wc.liveness_interval = systemd.liveness_interval();
     let pulse = wc.pulse.clone();
-    let metrics = crate::metrics::Endpoint::bind(&c).await?;
-    let supervision = systemd.supervise(first_beat(&pulse), Some(pulse), &shutdown);
-    let result: anyhow::Result<()> = async {
-        let engine = connect(&c, &shutdown).await?;
-        let metrics = metrics.serve(engine.metrics().clone(), &shutdown);
+    let supervision = systemd.supervise(first_beat(&pulse), Some(pulse.clone()), &shutdown);
+    let stop = shutdown.clone();
+    let result = with_endpoint(&c, pulse, &shutdown, async move |engine| {
         let worker = sluice_worker::Worker::new(engine, wc)?;
-        worker.run(async move { shutdown.cancelled().await }).await;
-        metrics.stopped().await;
+        worker.run(async move { stop.cancelled().await }).await;
         Ok(())
-    }
+    })
     .await;
     supervision.finish().await;
     result
 }
 
-/// `sluice scheduler`: ready after its first tick; the watchdog is fed while ticks succeed.
+/// `sluice scheduler`: ready after its first tick; the watchdog is fed while it ticks, and
+/// its readiness follows whether Redis answers the ticks.
 pub async fn scheduler(c: Config, life: Lifecycle) -> anyhow::Result<()> {
     let Lifecycle { shutdown, systemd } = life;
-    let pulse = Pulse::new();
-    let sc = sluice_scheduler::SchedulerConfig { tick: c.scheduler.tick, pulse: pulse.clone(), ..Default::default() };
+    let sc = config::scheduler_config(&c);
+    let pulse = sc.pulse.clone();
     warn_slow_tick(&c, &systemd);
-    let metrics = crate::metrics::Endpoint::bind(&c).await?;
-    let supervision = systemd.supervise(first_beat(&pulse), Some(pulse), &shutdown);
-    let result: anyhow::Result<()> = async {
-        let engine = connect(&c, &shutdown).await?;
-        let metrics = metrics.serve(engine.metrics().clone(), &shutdown);
-        sluice_scheduler::run(engine, sc, async move { shutdown.cancelled().await }).await;
-        metrics.stopped().await;
+    let supervision = systemd.supervise(first_beat(&pulse), Some(pulse.clone()), &shutdown);
+    let stop = shutdown.clone();
+    let result = with_endpoint(&c, pulse, &shutdown, async move |engine| {
+        sluice_scheduler::run(engine, sc, async move { stop.cancelled().await }).await;
         Ok(())
-    }
+    })
     .await;
     supervision.finish().await;
     result
@@ -256,7 +286,7 @@ pub async fn up(mut c: Config, base: PathBuf, life: Lifecycle) -> anyhow::Result
         };
         let scheduler = {
             let s = shutdown.clone();
-            let sc = sluice_scheduler::SchedulerConfig { tick: c.scheduler.tick, ..Default::default() };
+            let sc = config::scheduler_config(&c);
             let engine = engine.clone();
             tokio::spawn(async move { sluice_scheduler::run(engine, sc, async move { s.cancelled().await }).await })
         };

@@ -5,12 +5,17 @@
 //! A role tells it:
 //! - `READY=1` once it serves: the API listens; a worker or scheduler has done its first
 //!   round against Redis (its [`Pulse`] beat once);
+//! - `STATUS=…` (shown by `systemctl status`) when a worker's or scheduler's readiness
+//!   changes: Redis stopped answering its rounds, or answers again;
 //! - `STOPPING=1` when the first SIGTERM/SIGINT starts the graceful shutdown;
-//! - `WATCHDOG=1` every half `WATCHDOG_USEC`, **only when the role's pulse moved since the
-//!   previous keep-alive**. A worker or scheduler that is stuck, or cannot reach Redis, stops
-//!   feeding the watchdog, and systemd restarts it (`Restart=on-failure`). The API has no
-//!   such loop: its keep-alives come from a task of its runtime, so they prove the process is
-//!   not wedged, while Redis outages show on `/readyz` (restarting would not cure them).
+//! - `WATCHDOG=1` every half `WATCHDOG_USEC`, **only when the role's loop ran a round since
+//!   the previous keep-alive** (its pulse's rounds moved), whether Redis answered that round
+//!   or not. A worker or scheduler whose loop is stuck stops feeding the watchdog, and
+//!   systemd restarts it (`Restart=on-failure`); one that keeps retrying an unreachable or
+//!   hung Redis with backoff is not restarted (that would not bring Redis back): it reports
+//!   not ready instead and carries on when Redis returns. The API has no such loop: its
+//!   keep-alives come from a task of its runtime, so they prove the process is not wedged,
+//!   while Redis outages show on `/readyz`.
 //!
 //! Without `NOTIFY_SOCKET` (not under systemd) nothing is sent and no task is started.
 //! `WATCHDOG_PID` naming another process means the watchdog is not this process's business.
@@ -25,6 +30,7 @@ use std::time::Duration;
 
 use sluice_store::Pulse;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Where the service manager listens.
@@ -35,6 +41,13 @@ enum Target {
     /// A Linux abstract socket name (the text after `@`).
     Abstract(Vec<u8>),
 }
+
+/// How often a worker's or scheduler's readiness is looked at for `STATUS=`.
+const STATUS_POLL: Duration = Duration::from_secs(1);
+/// The status of a worker or scheduler whose rounds Redis answers.
+const STATUS_READY: &str = "STATUS=Ready: Redis answers";
+/// The status of a worker or scheduler whose rounds Redis does not answer.
+const STATUS_NOT_READY: &str = "STATUS=Not ready: Redis does not answer; retrying with backoff";
 
 /// This process's link to the service manager, read once from the environment at start.
 #[derive(Debug, Clone, Default)]
@@ -88,9 +101,9 @@ impl Systemd {
     }
 
     /// Starts telling the service manager about the role: `READY=1` when `ready` completes
-    /// (unless `shutdown` comes first), then `WATCHDOG=1` while `pulse` moves (every time
-    /// when `pulse` is `None`), and `STOPPING=1` when `shutdown` is cancelled; keep-alives go
-    /// on while the role drains. Stop it with [`Supervision::finish`] once the role returned.
+    /// (unless `shutdown` comes first), then `STATUS=` when `pulse`'s readiness changes,
+    /// `WATCHDOG=1` while `pulse`'s rounds move (every time when `pulse` is `None`), and
+    /// `STOPPING=1` when `shutdown` is cancelled; keep-alives go on while the role drains. Stop it with [`Supervision::finish`] once the role returned.
     pub fn supervise(
         &self,
         ready: impl Future<Output = ()> + Send + 'static,
@@ -138,16 +151,20 @@ async fn supervise(
         () = shutdown.cancelled() => {}
         () = done.cancelled() => return,
     }
-    let Some(timeout) = sd.watchdog else {
+    let every = sd.watchdog.map(|timeout| timeout / 2);
+    if every.is_none() && pulse.is_none() {
         tokio::select! {
             biased;
             () = shutdown.cancelled() => sd.notify("STOPPING=1"),
             () = done.cancelled() => {}
         }
         return;
-    };
-    let every = timeout / 2;
-    let mut seen = pulse.as_ref().map(Pulse::beats);
+    }
+    let poll = every.map_or(STATUS_POLL, |e| e.min(STATUS_POLL));
+    let mut next_feed = every.map(|e| Instant::now() + e);
+    let mut seen = pulse.as_ref().map(Pulse::rounds);
+    // READY=1 went out after the pulse's first beat: the role was ready then.
+    let mut shown_ready = true;
     let mut fed = true;
     let mut stopping = false;
     loop {
@@ -159,20 +176,37 @@ async fn supervise(
                 continue;
             }
             () = done.cancelled() => return,
-            () = tokio::time::sleep(every) => {}
+            () = tokio::time::sleep(poll) => {}
         }
-        let now = pulse.as_ref().map(Pulse::beats);
+        if let Some(pulse) = &pulse
+            && pulse.is_ready() != shown_ready
+        {
+            shown_ready = !shown_ready;
+            sd.notify(if shown_ready {
+                STATUS_READY
+            } else {
+                STATUS_NOT_READY
+            });
+        }
+        let (Some(every), Some(due)) = (every, next_feed) else {
+            continue;
+        };
+        if Instant::now() < due {
+            continue;
+        }
+        next_feed = Some(due + every);
+        let now = pulse.as_ref().map(Pulse::rounds);
         let progress = pulse.is_none() || now != seen;
         seen = now;
         if progress {
             sd.notify("WATCHDOG=1");
             if !fed {
-                tracing::info!("progress again: feeding the watchdog");
+                tracing::info!("the main loop runs again: feeding the watchdog");
             }
         } else if fed {
             tracing::warn!(
                 interval_ms = u64::try_from(every.as_millis()).unwrap_or(u64::MAX),
-                "no progress against redis in the last interval: the watchdog is not fed, \
+                "the main loop ran no round in the last interval: the watchdog is not fed, \
                  and the service manager restarts this process if that lasts"
             );
         }
@@ -312,6 +346,78 @@ mod tests {
             got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
         }
         assert_eq!(got, ["READY=1", "STOPPING=1"]);
+    }
+
+    /// Every message on `listener` until `within` passed, in order.
+    async fn received(listener: &UnixDatagram, within: Duration) -> Vec<String> {
+        let until = Instant::now() + within;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 128];
+        while Instant::now() < until {
+            match listener.recv(&mut buf) {
+                Ok(n) => got.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn rounds_that_redis_misses_feed_the_watchdog_and_show_as_not_ready() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("notify");
+        let listener = UnixDatagram::bind(&path).expect("bind");
+        listener.set_nonblocking(true).expect("non-blocking");
+        // A 200 ms watchdog: keep-alives every 100 ms.
+        let sd = from(
+            &[
+                ("NOTIFY_SOCKET", path.to_str().expect("utf-8 path")),
+                ("WATCHDOG_USEC", "200000"),
+            ],
+            1,
+        );
+        let pulse = Pulse::new();
+        pulse.beat();
+        let shutdown = CancellationToken::new();
+        let ready = pulse.clone();
+        let supervision = sd.supervise(
+            async move { ready.first_beat().await },
+            Some(pulse.clone()),
+            &shutdown,
+        );
+        let rounds = {
+            let pulse = pulse.clone();
+            tokio::spawn(async move {
+                loop {
+                    pulse.miss();
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        };
+        let down = received(&listener, Duration::from_millis(600)).await;
+        assert_eq!(
+            down.first().map(String::as_str),
+            Some("READY=1"),
+            "{down:?}"
+        );
+        assert!(down.iter().any(|m| m == STATUS_NOT_READY), "{down:?}");
+        assert!(
+            count(&down, "WATCHDOG=1") >= 3,
+            "a loop retrying Redis is not stuck: {down:?}"
+        );
+        rounds.abort();
+        pulse.beat();
+        let back = received(&listener, Duration::from_millis(300)).await;
+        assert!(back.iter().any(|m| m == STATUS_READY), "{back:?}");
+        // No round at all: the loop is stuck, the watchdog is not fed.
+        let _ = received(&listener, Duration::from_millis(150)).await;
+        let stuck = received(&listener, Duration::from_millis(400)).await;
+        assert_eq!(count(&stuck, "WATCHDOG=1"), 0, "{stuck:?}");
+        supervision.finish().await;
+    }
+
+    fn count(messages: &[String], what: &str) -> usize {
+        messages.iter().filter(|m| *m == what).count()
     }
 
     #[test]

@@ -154,13 +154,15 @@ local function create_job(j, now)
 end
 
 -- The fields of a job that `start_job` reads, in this order (`HMGET key unpack(...)`).
-local START_FIELDS = {'queue', 'kind', 'execution_id', 'step', 'dedupe_ref', 'attempts'}
+local START_FIELDS = {'queue', 'kind', 'execution_id', 'step', 'dedupe_ref', 'attempts',
+  'lease_worker'}
 
 -- Starts pending job `id` (key `key`) under the lease it holds: one more attempt, status
 -- `running` from `now` with the lease until `deadline`, its dedupe slot freed; appends
--- `job.started` (and `execution.step.started` for a step job) to the stream and to the list
--- `log_of(execution_id)` names (nil: none). `f` holds the job's START_FIELDS when the
--- caller read them already (nil: read here). Returns the attempt number.
+-- `job.started` (and `execution.step.started` for a step job), naming the lease holder as
+-- `worker`, to the stream and to the list `log_of(execution_id)` names (nil: none). `f`
+-- holds the job's START_FIELDS when the caller read them already (nil: read here). Returns
+-- the attempt number.
 local function start_job(key, id, deadline, leased_key, now, log_of, f)
   f = f or redis.call('HMGET', key, unpack(START_FIELDS))
   local attempts = tonumber(f[6] or '0') + 1
@@ -168,7 +170,7 @@ local function start_job(key, id, deadline, leased_key, now, log_of, f)
     'updated_at', now, 'lease_deadline', deadline)
   redis.call('ZADD', leased_key, deadline, id)
   free_dedupe_slot(f[5], id)
-  local data = {job_id = id, queue = f[1], kind = f[2], attempt = attempts}
+  local data = {job_id = id, queue = f[1], kind = f[2], attempt = attempts, worker = f[7] or nil}
   local log = nil
   if f[3] and f[3] ~= '' then
     data.execution_id = f[3]

@@ -7,8 +7,8 @@
 //! - [`Store`] wraps each script in one typed method, and [`engine`] runs the
 //!   read → plan (in `sluice-core`) → commit loop that turns a settled job into the next state
 //!   of its execution, recomputing on a lost revision race.
-//! - [`Pulse`] counts a service loop's successful rounds against Redis, for a supervisor
-//!   such as the systemd watchdog.
+//! - [`Pulse`] records a service loop's rounds against Redis and their outcome, for a
+//!   supervisor such as the systemd watchdog or a readiness probe.
 //!
 //! - The store carries the process's [`Metrics`] ([`Store::metrics`]): it times its Redis
 //!   calls (`timed`) and counts the jobs its commits create; the engine and the worker
@@ -91,6 +91,10 @@ pub enum StoreError {
     Contended(String),
 }
 
+/// Connection attempts a call makes beyond the first while the connection is down: none,
+/// the caller retries with its own backoff.
+const RECONNECT_RETRIES: usize = 0;
+
 /// Connection and layout settings.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -149,9 +153,14 @@ impl Store {
     /// The URL is invalid or Redis cannot be reached.
     pub async fn connect(config: StoreConfig) -> Result<Self, StoreError> {
         let client = redis::Client::open(config.url.as_str())?;
+        // While Redis is unreachable a call makes one connection attempt and fails (within
+        // the connection timeout), instead of waiting through a series of retries (seconds):
+        // the API answers 503 at once, and every service loop retries with its own backoff,
+        // which bounds the connection attempts.
         let manager_config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(config.response_timeout))
             .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(RECONNECT_RETRIES)
             .set_max_delay(Duration::from_secs(2));
         let conn = ConnectionManager::new_with_config(client.clone(), manager_config).await?;
         let conn = timed::TimedConnection::new(conn, Arc::default());

@@ -1,21 +1,38 @@
-//! [`Pulse`]: how a service loop shows that it makes progress against Redis.
+//! [`Pulse`]: how a service loop shows that it runs, and whether Redis answers it.
 //!
 //! A loop beats its pulse after each round that succeeded against Redis (a heartbeat, a
-//! lease pass, a scheduler tick); a supervisor reads it. The `sluice` binary feeds the
-//! systemd watchdog only when the pulse moved since its previous feed, so a process whose
-//! loop is stuck, or cannot reach Redis, stops feeding it and is restarted.
+//! lease pass, a scheduler tick) and marks a miss after each round that Redis did not answer
+//! (unreachable, timed out, busy); a supervisor reads it:
+//! - **rounds** (beats and misses) move while the loop runs at all: the `sluice` binary feeds
+//!   the systemd watchdog only when they moved since its previous feed, so a process whose
+//!   loop is stuck stops feeding it and is restarted, while one that keeps retrying an
+//!   unreachable Redis with backoff is left alone (a restart would not bring Redis back);
+//! - **readiness** is the outcome of the latest round: ready after a beat, not ready after a
+//!   miss (and before the first beat). The readiness endpoint of a worker or scheduler and
+//!   its systemd status report it.
 //!
-//! A pulse is a counter, not a time: reading it involves no clock, and "moved since I last
-//! looked" is the only question a supervisor asks. Clones share one counter.
+//! A pulse is a pair of counters and a flag, not a time: reading it involves no clock, and
+//! "moved since I last looked" is the only question the watchdog asks. Clones share one state.
 
 use std::sync::Arc;
 
 use tokio::sync::watch;
 
-/// A shared counter of successful rounds; see the module docs.
+/// What a pulse has recorded so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct State {
+    /// Rounds that succeeded.
+    beats: u64,
+    /// Rounds that ended, successful or not.
+    rounds: u64,
+    /// Whether the latest round succeeded.
+    ready: bool,
+}
+
+/// A shared record of a loop's rounds; see the module docs.
 #[derive(Debug, Clone)]
 pub struct Pulse {
-    beats: Arc<watch::Sender<u64>>,
+    state: Arc<watch::Sender<State>>,
 }
 
 impl Default for Pulse {
@@ -25,28 +42,54 @@ impl Default for Pulse {
 }
 
 impl Pulse {
-    /// A pulse that has not beaten yet.
+    /// A pulse that has not beaten yet (not ready).
     #[must_use]
     pub fn new() -> Self {
-        Self { beats: Arc::new(watch::Sender::new(0)) }
+        Self {
+            state: Arc::new(watch::Sender::new(State::default())),
+        }
     }
 
-    /// Records one successful round.
+    /// Records one round that succeeded against Redis: the loop is ready.
     pub fn beat(&self) {
-        self.beats.send_modify(|n| *n = n.wrapping_add(1));
+        self.state.send_modify(|s| {
+            s.beats = s.beats.wrapping_add(1);
+            s.rounds = s.rounds.wrapping_add(1);
+            s.ready = true;
+        });
+    }
+
+    /// Records one round that Redis did not answer: the loop runs but is not ready.
+    pub fn miss(&self) {
+        self.state.send_modify(|s| {
+            s.rounds = s.rounds.wrapping_add(1);
+            s.ready = false;
+        });
     }
 
     /// How many rounds succeeded so far.
     #[must_use]
     pub fn beats(&self) -> u64 {
-        *self.beats.borrow()
+        self.state.borrow().beats
+    }
+
+    /// How many rounds ended so far, successful or not.
+    #[must_use]
+    pub fn rounds(&self) -> u64 {
+        self.state.borrow().rounds
+    }
+
+    /// Whether the latest round succeeded against Redis (false before the first beat).
+    #[must_use]
+    pub fn is_ready(&self) -> bool {
+        self.state.borrow().ready
     }
 
     /// Completes once the pulse has beaten at least once (at once if it already has).
     pub async fn first_beat(&self) {
-        let mut rx = self.beats.subscribe();
+        let mut rx = self.state.subscribe();
         // The sender lives in `self`, so the channel cannot close while this waits.
-        let _ = rx.wait_for(|n| *n > 0).await;
+        let _ = rx.wait_for(|s| s.beats > 0).await;
     }
 }
 
@@ -64,6 +107,21 @@ mod tests {
         assert_eq!(reader.beats(), 2);
     }
 
+    #[test]
+    fn misses_are_rounds_that_leave_the_loop_not_ready() {
+        let pulse = Pulse::new();
+        assert!(!pulse.is_ready(), "ready before any round");
+        pulse.beat();
+        assert!(pulse.is_ready());
+        pulse.miss();
+        pulse.miss();
+        assert!(!pulse.is_ready());
+        assert_eq!((pulse.beats(), pulse.rounds()), (1, 3));
+        pulse.beat();
+        assert!(pulse.is_ready());
+        assert_eq!((pulse.beats(), pulse.rounds()), (2, 4));
+    }
+
     #[tokio::test]
     async fn first_beat_waits_for_a_beat_and_returns_at_once_afterwards() {
         let pulse = Pulse::new();
@@ -73,6 +131,9 @@ mod tests {
         });
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished(), "returned before any beat");
+        pulse.miss();
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "a miss is no beat");
         pulse.beat();
         tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
             .await

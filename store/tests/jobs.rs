@@ -63,7 +63,12 @@ async fn a_job_goes_from_enqueue_through_lease_and_start_to_completed() {
     assert_eq!(held.status, JobStatus::Pending, "a reservation stays pending until started");
     let token = held.lease.as_ref().unwrap().token.clone();
     assert_eq!(start(&store, &job.id, &token, T0 + 30_000, T0).await, JobStart::Started { attempt: 1 });
-    assert_eq!(start(&store, &job.id, &token, T0 + 30_000, T0).await, JobStart::LeaseLost);
+    // A start repeated under the same token (a retry after an answer lost to a Redis hang)
+    // answers as the first did and changes nothing: no second attempt, no second event.
+    assert_eq!(start(&store, &job.id, &token, T0 + 40_000, T0 + 10).await, JobStart::Started { attempt: 1 });
+    assert_eq!(start(&store, &job.id, "another-token", T0 + 40_000, T0 + 10).await, JobStart::LeaseLost);
+    let started = store.get_job(&job.id).await.unwrap().unwrap();
+    assert_eq!((started.started_at, started.lease.as_ref().map(|l| l.deadline)), (Some(T0), Some(T0 + 30_000)));
 
     let mut running = store.get_job(&job.id).await.unwrap().unwrap();
     assert_eq!(running.status, JobStatus::Running);
@@ -81,8 +86,10 @@ async fn a_job_goes_from_enqueue_through_lease_and_start_to_completed() {
     assert_eq!(done.result, Some(json!({"ok": true})));
     assert_eq!(done.finished_at, Some(T0 + 5));
     assert!(done.lease.is_none());
-    let kinds: Vec<String> = events(&redis).await.into_iter().map(|(k, _)| k).collect();
+    let all = events(&redis).await;
+    let kinds: Vec<&str> = all.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(kinds, ["job.enqueued", "job.started", "job.completed"]);
+    assert_eq!(all[1].1["worker"], "w1", "job.started names the lease holder: {:?}", all[1].1);
 }
 
 #[tokio::test]

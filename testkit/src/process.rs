@@ -9,7 +9,7 @@ use std::io;
 use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
-pub use libc::{SIGHUP, SIGINT, SIGKILL, SIGQUIT, SIGTERM};
+pub use libc::{SIGCONT, SIGHUP, SIGINT, SIGKILL, SIGQUIT, SIGSTOP, SIGTERM};
 
 /// Converts a pid to the `pid_t` of a *single* process.
 ///

@@ -53,8 +53,9 @@ pub struct WorkerConfig {
     /// may be signed by, trusted besides the system's (see [`tls`]).
     pub ca_file: Option<PathBuf>,
     /// Beaten after every round of the heartbeat loop or the lease loop that succeeded
-    /// against Redis: a supervisor (the systemd watchdog) reads it to tell a worker that
-    /// makes progress from one that is stuck or cut off from Redis.
+    /// against Redis, missed after every call Redis did not answer: a supervisor reads it
+    /// to tell a worker that runs from one that is stuck (the systemd watchdog), and a
+    /// ready worker from one cut off from Redis (its readiness probe and systemd status).
     pub pulse: Pulse,
     /// The heartbeat loop runs at least this often (besides every third of `lease_ttl`), so
     /// that `pulse` beats within each interval of a supervisor that reads it. Default: none.
@@ -94,7 +95,10 @@ impl WorkerConfig {
         if self.lease_ttl < Duration::from_millis(300) {
             return Err("worker.lease_ttl must be at least 300ms".into());
         }
-        if self.liveness_interval.is_some_and(|every| every < Duration::from_millis(10)) {
+        if self
+            .liveness_interval
+            .is_some_and(|every| every < Duration::from_millis(10))
+        {
             return Err("the liveness interval must be at least 10ms".into());
         }
         Ok(())
@@ -113,7 +117,11 @@ pub(crate) fn host_name() -> String {
 pub fn default_worker_id() -> String {
     let host = host_name();
     let random = ulid::Ulid::generate().to_string();
-    format!("{host}-{}-{}", std::process::id(), &random[random.len() - 6..])
+    format!(
+        "{host}-{}-{}",
+        std::process::id(),
+        &random[random.len() - 6..]
+    )
 }
 
 /// A running job of `kind` with `payload`, attempt 1, of step 0 of execution `ex_1`.

@@ -48,6 +48,25 @@ pub(crate) struct Runtime {
     healthy: AtomicBool,
 }
 
+/// The waits between retries of a call that Redis did not answer: 200 ms, doubling up to
+/// 2 s, so that an outage costs a few calls a second per held job, not a tight loop.
+#[derive(Debug)]
+struct Backoff(Duration);
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(200);
+    const MAX: Duration = Duration::from_secs(2);
+
+    fn new() -> Self {
+        Self(Self::FIRST)
+    }
+
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(Self::MAX);
+    }
+}
+
 impl Runtime {
     pub(crate) fn new(engine: Engine, config: WorkerConfig) -> Result<Self, String> {
         let http = HttpClient::new(config.ca_file.as_deref())?;
@@ -87,7 +106,10 @@ impl Runtime {
         (0..n).map(|i| self.sources[(start + i) % n].clone()).collect()
     }
 
+    /// Records a round that Redis did not answer: the worker is not ready (its pulse
+    /// misses), and says so once per outage.
     pub(crate) fn report_store_error(&self, what: &str, e: &StoreError) {
+        self.config.pulse.miss();
         if self.healthy.swap(false, Ordering::Relaxed) {
             tracing::warn!(error = %e, operation = what, "redis is unavailable; retrying with backoff");
         }
@@ -125,16 +147,19 @@ impl Runtime {
     pub(crate) async fn run(self: &Arc<Self>, leased: LeasedJob) {
         let LeasedJob { mut job, token } = leased;
         let id = job.id.clone();
-        let now = self.engine.now();
-        let started = loop {
+        let mut backoff = Backoff::new();
+        // A retry after an unanswered call is safe: a start that Redis ran although its
+        // answer was lost is answered again by the next one (same token, same attempt).
+        let (started, now) = loop {
+            let now = self.engine.now();
             match self.engine.store().start(&job, &token, now + self.lease_ttl_ms(), now).await {
-                Ok(s) => break s,
+                Ok(s) => break (s, now),
                 Err(e) => {
                     if self.shutting_down.load(Ordering::Relaxed) {
                         return;
                     }
                     self.report_store_error("start", &e);
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    backoff.wait().await;
                 }
             }
         };
@@ -166,12 +191,13 @@ impl Runtime {
             guard.disarm();
             return;
         }
+        let mut backoff = Backoff::new();
         let settled = loop {
             match self.engine.settle(&job, &token, &outcome, exec.clone(), 0).await {
                 Ok(s) => break Some(s),
                 Err(StoreError::Redis(e)) => {
                     self.report_store_error("settle", &StoreError::Redis(e));
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    backoff.wait().await;
                 }
                 Err(e) => {
                     tracing::error!(job.id = %id, error = %e, "cannot settle a job");
@@ -214,12 +240,13 @@ impl Runtime {
         let Some(exec_id) = &job.execution_id else {
             return (self.execute_standalone(job, token, cancel).await, None);
         };
+        let mut backoff = Backoff::new();
         let exec = loop {
             match self.engine.store().get_execution(exec_id).await {
                 Ok(e) => break e,
                 Err(StoreError::Redis(e)) => {
                     self.report_store_error("read execution", &StoreError::Redis(e));
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    backoff.wait().await;
                 }
                 Err(e) => {
                     return (Outcome::Failed(JobError::terminal(format!("cannot read execution {exec_id}: {e}"))), None);

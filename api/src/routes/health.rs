@@ -4,6 +4,7 @@
 //! does not get the API restarted. `/readyz` says requests can be served: Redis answers
 //! and every script is loaded; load balancers stop routing to an instance that is not ready.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Json;
@@ -40,23 +41,25 @@ pub async fn healthz() -> Json<Status> {
     ),
 )]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Status>, ApiError> {
-    match tokio::time::timeout(READY_TIMEOUT, state.engine.store().ready()).await {
-        Ok(Ok(())) => Ok(Json(OK)),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "readiness check failed");
-            Err(ApiError::NotReady(
-                "Redis is unreachable or refused a script".into(),
-            ))
+    let failure = match tokio::time::timeout(READY_TIMEOUT, state.engine.store().ready()).await {
+        Ok(Ok(())) => {
+            if !state.ready.swap(true, Ordering::Relaxed) {
+                tracing::info!("ready again: redis answers");
+            }
+            return Ok(Json(OK));
         }
-        Err(_) => {
-            tracing::warn!(
-                timeout_ms = READY_TIMEOUT.as_millis() as u64,
-                "readiness check timed out"
-            );
-            Err(ApiError::NotReady(format!(
-                "Redis did not answer within {} s",
-                READY_TIMEOUT.as_secs()
-            )))
-        }
+        Ok(Err(e)) => (
+            e.to_string(),
+            "Redis is unreachable or refused a script".to_string(),
+        ),
+        Err(_) => (
+            format!("no answer within {} ms", READY_TIMEOUT.as_millis()),
+            format!("Redis did not answer within {} s", READY_TIMEOUT.as_secs()),
+        ),
+    };
+    // Logged when readiness is lost, not at every probe of a load balancer.
+    if state.ready.swap(false, Ordering::Relaxed) {
+        tracing::warn!(error = %failure.0, "not ready: the readiness check failed; probes answer 503 until redis answers");
     }
+    Err(ApiError::NotReady(failure.1))
 }
