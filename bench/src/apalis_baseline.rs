@@ -143,32 +143,44 @@ pub(crate) async fn run(
         };
         let queue = format!("{run_id}-apalis-{settings}");
         let mut s = storage(&options.redis_url, &queue, recommended).await?;
-        push_bulk(&mut s, n).await?;
 
-        // Drain at concurrency 64, cut off at the cap.
-        let shared = Arc::new(Shared::default());
-        shared.target.store(n, Ordering::SeqCst);
+        // Drain at concurrency 64, in rounds of at most MAX_BACKLOG tasks (each pushed, then
+        // drained by a fresh worker, as sluice's drain starts its worker on a full queue)
+        // until `--jobs` tasks have run; each round cut off at the cap.
+        let rounds = options.jobs.div_ceil(n).max(1);
         let meter = Meter::start(&mut conn).await?;
-        let began = Instant::now();
-        let name = format!("{queue}-drain");
-        let finished = {
-            let shared = shared.clone();
-            async move {
-                let done =
-                    tokio::time::timeout(options.apalis_drain_cap, shared.finished.notified())
-                        .await
-                        .is_ok();
-                Ok::<bool, anyhow::Error>(done)
+        let mut elapsed = Duration::ZERO;
+        let mut done = 0;
+        let mut finished = true;
+        for round in 0..rounds {
+            push_bulk(&mut s, n).await?;
+            let shared = Arc::new(Shared::default());
+            shared.target.store(n, Ordering::SeqCst);
+            let began = Instant::now();
+            let name = format!("{queue}-drain{round}");
+            let round_finished = {
+                let shared = shared.clone();
+                async move {
+                    let done =
+                        tokio::time::timeout(options.apalis_drain_cap, shared.finished.notified())
+                            .await
+                            .is_ok();
+                    Ok::<bool, anyhow::Error>(done)
+                }
+            };
+            let round_finished = if recommended {
+                let backend = s.clone().poll_with_interval(Duration::from_millis(100));
+                with_worker!(name, backend, shared, round_finished)?
+            } else {
+                with_worker!(name, s.clone(), shared, round_finished)?
+            };
+            elapsed += began.elapsed();
+            done += shared.done.load(Ordering::SeqCst);
+            if !round_finished {
+                finished = false;
+                break;
             }
-        };
-        let finished = if recommended {
-            let backend = s.clone().poll_with_interval(Duration::from_millis(100));
-            with_worker!(name, backend, shared, finished)?
-        } else {
-            with_worker!(name, s.clone(), shared, finished)?
-        };
-        let elapsed = began.elapsed();
-        let done = shared.done.load(Ordering::SeqCst);
+        }
         let drain = Rate::new(done, elapsed, !finished);
         let redis = meter.finish(&mut conn, &BTreeMap::new(), done).await?;
         delete_keys(&mut conn, &queue).await?;
