@@ -9,12 +9,21 @@ use tracing_subscriber::EnvFilter;
 /// Replaces the log filter of the running process.
 pub type FilterSetter = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
-/// The filter from `RUST_LOG` when set (it wins over the config), else `filter`.
+/// What the filter adds unless it names the `redis` crate itself: the Redis Cluster client
+/// logs a warning for every failed reconnect attempt to every node, several a second while a
+/// master is down, which would drown sluice's own account of the outage.
+const QUIET_REDIS: &str = "redis::cluster_handling=error";
+
+/// The filter from `RUST_LOG` when set (it wins over the config), else `filter`; either
+/// with [`QUIET_REDIS`] unless it names `redis`.
 fn filter_of(filter: &str) -> Result<EnvFilter, String> {
-    match EnvFilter::try_from_default_env() {
-        Ok(f) => Ok(f),
-        Err(_) => EnvFilter::try_new(filter).map_err(|e| format!("log.filter `{filter}`: {e}")),
+    let quiet = |text: &str| if text.contains("redis") { text.to_string() } else { format!("{text},{QUIET_REDIS}") };
+    if let Ok(env) = std::env::var(EnvFilter::DEFAULT_ENV)
+        && let Ok(f) = EnvFilter::try_new(quiet(&env))
+    {
+        return Ok(f);
     }
+    EnvFilter::try_new(quiet(filter)).map_err(|e| format!("log.filter `{filter}`: {e}"))
 }
 
 /// Installs the global subscriber; returns the setter of its filter.

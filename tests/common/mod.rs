@@ -47,9 +47,15 @@ impl Setup {
     }
 
     /// As [`Setup::new`], always on a Redis Cluster of `masters` masters with
-    /// `redis.shards = 8`, whatever `SLUICE_TEST_REDIS` says.
-    pub fn cluster(masters: usize, worker: &str) -> Setup {
-        Setup::on(TestRedis::Cluster(RedisCluster::start(masters)), worker)
+    /// `redis.shards = 8`, whatever `SLUICE_TEST_REDIS` says; with `aof`, every node
+    /// persisted in an fsync-always AOF.
+    pub fn cluster(masters: usize, aof: bool, worker: &str) -> Setup {
+        let cluster = if aof {
+            RedisCluster::start_with_aof(masters)
+        } else {
+            RedisCluster::start(masters)
+        };
+        Setup::on(TestRedis::Cluster(cluster), worker)
     }
 
     fn on(redis: TestRedis, worker: &str) -> Setup {
@@ -77,7 +83,10 @@ impl Setup {
 
     /// Appends `extra` (more sections, such as `[api]` and `[auth]`) to the config file.
     pub fn append(&self, extra: &str) {
-        let mut file = OpenOptions::new().append(true).open(&self.config).expect("config file");
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(&self.config)
+            .expect("config file");
         writeln!(file, "\n{extra}").expect("append to the config");
     }
 
@@ -99,7 +108,11 @@ impl Setup {
     /// As [`Setup::spawn`], with extra arguments after the config and extra environment
     /// variables.
     pub fn spawn_with(&self, role: &str, name: &str, args: &[&str], env: &[(&str, &str)]) -> Child {
-        let log = OpenOptions::new().create(true).append(true).open(self.log(name)).expect("log file");
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log(name))
+            .expect("log file");
         let err = log.try_clone().expect("log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
         cmd.arg(role)
@@ -150,7 +163,10 @@ pub fn sluice(args: &[&str], env: &[(&str, &str)]) -> Output {
 /// Runs the CLI against the API at `api` (given as `SLUICE_API_URL`, so that it works after
 /// a `--`) with `args`, without any token from the environment unless `env` gives one.
 pub fn cli(api: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let env: Vec<(&str, &str)> = [("SLUICE_API_URL", api)].into_iter().chain(env.iter().copied()).collect();
+    let env: Vec<(&str, &str)> = [("SLUICE_API_URL", api)]
+        .into_iter()
+        .chain(env.iter().copied())
+        .collect();
     sluice(args, &env)
 }
 
@@ -168,7 +184,11 @@ pub fn stderr(output: &Output) -> String {
 /// `reqwest::Client::new()` has no crypto provider to build with).
 pub fn http_client() -> reqwest::Client {
     let roots = sluice_worker::tls::Roots::load(None).expect("trusted roots");
-    roots.client_builder().expect("a client builder").build().expect("an HTTP client")
+    roots
+        .client_builder()
+        .expect("a client builder")
+        .build()
+        .expect("an HTTP client")
 }
 
 /// Waits until the API at `url` answers its liveness probe.
@@ -176,7 +196,13 @@ pub async fn wait_for_api(url: &str) {
     let healthz = format!("{url}/healthz");
     let client = http_client();
     wait_until(Duration::from_secs(15), "the api to answer", || async {
-        client.get(&healthz).send().await.ok().filter(|r| r.status().is_success()).map(|_| ())
+        client
+            .get(&healthz)
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status().is_success())
+            .map(|_| ())
     })
     .await;
 }
@@ -184,7 +210,11 @@ pub async fn wait_for_api(url: &str) {
 /// Applies `toml` and starts `n` executions of it with input `{"n": i}`; returns their ids.
 pub async fn start_executions(engine: &Engine, toml: &str, n: usize) -> Vec<String> {
     let p = pipeline::parse_toml(toml).expect("pipeline parses");
-    let (version, _) = engine.store().put_pipeline(&p, engine.now()).await.expect("put pipeline");
+    let (version, _) = engine
+        .store()
+        .put_pipeline(&p, engine.now())
+        .await
+        .expect("put pipeline");
     let mut ids = Vec::with_capacity(n);
     for i in 0..n {
         let req = StartRequest {
@@ -194,7 +224,12 @@ pub async fn start_executions(engine: &Engine, toml: &str, n: usize) -> Vec<Stri
             target: None,
             idempotency_key: None,
         };
-        match engine.store().start_execution(req, engine.now()).await.expect("start") {
+        match engine
+            .store()
+            .start_execution(req, engine.now())
+            .await
+            .expect("start")
+        {
             StartOutcome::Started(e) => ids.push(e.id),
             other => panic!("unexpected start outcome {other:?}"),
         }
@@ -206,7 +241,11 @@ pub async fn start_executions(engine: &Engine, toml: &str, n: usize) -> Vec<Stri
 pub async fn executions(engine: &Engine, ids: &[String]) -> Vec<Execution> {
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
-        let e = engine.store().get_execution(id).await.expect("read execution");
+        let e = engine
+            .store()
+            .get_execution(id)
+            .await
+            .expect("read execution");
         out.push(e.unwrap_or_else(|| panic!("execution {id} is missing")));
     }
     out
@@ -326,7 +365,11 @@ pub fn job_status(conn: &mut RawConn, id: &str) -> Option<String> {
 }
 
 /// Waits for `child` to exit, at most `timeout`; panics with `log` context otherwise.
-pub async fn expect_exit(child: &mut Child, timeout: Duration, what: &str) -> std::process::ExitStatus {
+pub async fn expect_exit(
+    child: &mut Child,
+    timeout: Duration,
+    what: &str,
+) -> std::process::ExitStatus {
     child
         .wait_timeout_async(timeout)
         .await
