@@ -9,16 +9,18 @@ use tracing_subscriber::EnvFilter;
 /// Replaces the log filter of the running process.
 pub type FilterSetter = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
-/// What the filter adds unless it names the `redis` crate itself: the Redis Cluster client
-/// logs a warning for every failed reconnect attempt to every node, several a second while a
-/// master is down, which would drown sluice's own account of the outage.
-const QUIET_REDIS: &str = "redis::cluster_handling=error";
+/// What the filter adds unless it names the `redis` crate itself: while the nodes of a Redis
+/// Cluster are unreachable, its client logs a warning or an error for every reconnect
+/// attempt, dozens a second, which would drown sluice's own account of the outage (the
+/// store's callers log theirs once, with backoff).
+const QUIET_REDIS: &str = "redis::cluster_handling=off";
 
 /// The filter from `RUST_LOG` when set (it wins over the config), else `filter`; either
 /// with [`QUIET_REDIS`] unless it names `redis`.
 fn filter_of(filter: &str) -> Result<EnvFilter, String> {
     let quiet = |text: &str| if text.contains("redis") { text.to_string() } else { format!("{text},{QUIET_REDIS}") };
     if let Ok(env) = std::env::var(EnvFilter::DEFAULT_ENV)
+        && !env.trim().is_empty()
         && let Ok(f) = EnvFilter::try_new(quiet(&env))
     {
         return Ok(f);
