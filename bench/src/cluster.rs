@@ -5,6 +5,12 @@
 //! Run it against clusters of different sizes with the same shards to see how the drain
 //! rate follows the masters (`docs/SCALING.md`). The run writes under its own key prefix and
 //! deletes its keys on every master when it is done.
+//!
+//! A shard's slot is a hash of its tag, which contains the prefix, so how the shards fall on
+//! the masters depends on the prefix: with 8 shards on 3 masters anything from 3/3/2 to 6/1/1
+//! happens. An operator balances the shards' slots over the masters; the bench does the
+//! equivalent by trying [`PREFIX_CANDIDATES`] prefixes and keeping the one whose shards
+//! spread most evenly, and reports the spread it ran with.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,6 +29,8 @@ use crate::Rate;
 const QUEUE: &str = "bench";
 const CHUNK: usize = 1_000;
 const POLL: Duration = Duration::from_millis(20);
+/// Prefixes tried for the most even spread of the shards over the masters.
+pub const PREFIX_CANDIDATES: usize = 32;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -44,8 +52,8 @@ pub struct ClusterOptions {
 pub struct ClusterDrain {
     /// Masters of the cluster.
     pub masters: usize,
-    /// Masters serving at least one of the shards.
-    pub masters_used: usize,
+    /// How many of the shards each master serves, by master address.
+    pub shards_per_master: std::collections::BTreeMap<String, u32>,
     /// Shards.
     pub shards: u32,
     /// Workers.
@@ -60,11 +68,11 @@ impl ClusterDrain {
     /// A one-paragraph text report.
     pub fn text(&self) -> String {
         format!(
-            "cluster drain: {} no-op jobs over {} shards on {} of {} masters, {} worker(s) x {}: {:.0} jobs/s ({:.2} s)\n",
+            "cluster drain: {} no-op jobs over {} shards on {} masters (shards per master: {:?}), {} worker(s) x {}: {:.0} jobs/s ({:.2} s)\n",
             self.rate.count,
             self.shards,
-            self.masters_used,
             self.masters,
+            self.shards_per_master.values().collect::<Vec<_>>(),
             self.workers,
             self.concurrency,
             self.rate.per_second,
@@ -73,32 +81,11 @@ impl ClusterDrain {
     }
 }
 
-/// The `(host, port)` of every master, from `CLUSTER NODES` on the seed.
-async fn masters(seed: &str) -> anyhow::Result<Vec<(String, u16)>> {
-    let mut conn = crate::connect(seed).await?;
-    let nodes: String = redis::cmd("CLUSTER").arg("NODES").query_async(&mut conn).await?;
-    let mut out = Vec::new();
-    for line in nodes.lines() {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if fields.len() < 3 || !fields[2].split(',').any(|f| f == "master") {
-            continue;
-        }
-        // ip:port@bus[,hostname]
-        let address = fields[1].split(['@', ',']).next().unwrap_or_default();
-        let (host, port) = address
-            .rsplit_once(':')
-            .ok_or_else(|| anyhow::anyhow!("CLUSTER NODES: bad address `{address}`"))?;
-        out.push((host.to_string(), port.parse()?));
-    }
-    anyhow::ensure!(!out.is_empty(), "CLUSTER NODES lists no master: is `{seed}` a cluster node?");
-    Ok(out)
-}
-
 /// Deletes every key containing `marker` on every master (a `SCAN` per master; one
 /// `UNLINK` per key, since the keys of one node may be in different slots).
-async fn delete_everywhere(masters: &[(String, u16)], marker: &str) -> anyhow::Result<()> {
-    for (host, port) in masters {
-        let mut conn = crate::connect(&format!("redis://{host}:{port}")).await?;
+async fn delete_everywhere(masters: &[String], marker: &str) -> anyhow::Result<()> {
+    for address in masters {
+        let mut conn = crate::connect(&format!("redis://{address}")).await?;
         let mut cursor: u64 = 0;
         loop {
             let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
@@ -130,40 +117,70 @@ async fn delete_everywhere(masters: &[(String, u16)], marker: &str) -> anyhow::R
 /// # Errors
 /// The cluster is unreachable, or the drain fails.
 pub async fn run(options: &ClusterOptions) -> anyhow::Result<ClusterDrain> {
-    let masters = masters(&options.seed).await?;
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
-    let prefix = format!("bench{}x{stamp}-cluster", std::process::id());
+    let base = format!("bench{}x{stamp}-cluster", std::process::id());
+    let shards = options.shards.max(1);
+    let mut conn = crate::connect(&options.seed).await?;
+    let slots = slot_map(&mut conn).await?;
+    let masters: Vec<String> = slots
+        .iter()
+        .map(|(_, _, a)| a.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let (prefix, spread) = {
+        let mut best: Option<(String, std::collections::BTreeMap<String, u32>)> = None;
+        for k in 0..PREFIX_CANDIDATES {
+            let prefix = format!("{base}{k}");
+            let keys = sluice_store::Keys::new(prefix.clone(), shards);
+            let mut spread: std::collections::BTreeMap<String, u32> =
+                slots.iter().map(|(_, _, a)| (a.clone(), 0)).collect();
+            for shard in 0..shards {
+                let slot: u16 = redis::cmd("CLUSTER")
+                    .arg("KEYSLOT")
+                    .arg(keys.leased(shard))
+                    .query_async(&mut conn)
+                    .await?;
+                let owner = slots
+                    .iter()
+                    .find(|(first, last, _)| (*first..=*last).contains(&slot))
+                    .ok_or_else(|| anyhow::anyhow!("slot {slot} is not served by any master"))?;
+                *spread.entry(owner.2.clone()).or_default() += 1;
+            }
+            let busiest = |s: &std::collections::BTreeMap<String, u32>| {
+                s.values().copied().max().unwrap_or(0)
+            };
+            if best
+                .as_ref()
+                .is_none_or(|(_, b)| busiest(&spread) < busiest(b))
+            {
+                best = Some((prefix, spread));
+            }
+        }
+        best.ok_or_else(|| anyhow::anyhow!("no prefix tried"))?
+    };
     let store = Store::connect(StoreConfig {
         url: options.seed.clone(),
         cluster: true,
         prefix: prefix.clone(),
-        shards: options.shards.max(1),
+        shards,
         ..StoreConfig::default()
     })
     .await?;
     let engine = Engine::new(store, Arc::new(SystemClock));
-    let shards = engine.store().shards();
-    let used = {
-        let mut conn = crate::connect(&options.seed).await?;
-        let mut homes = std::collections::BTreeSet::new();
-        for shard in 0..shards {
-            let slot: u16 = redis::cmd("CLUSTER")
-                .arg("KEYSLOT")
-                .arg(engine.store().keys().leased(shard))
-                .query_async(&mut conn)
-                .await?;
-            homes.insert(slot_owner(&mut conn, slot).await?);
-        }
-        homes.len()
-    };
 
     let n = options.jobs.max(1);
     let jobs: Vec<NewJob> = (0..n)
         .map(|i| {
             let shard = u32::try_from(i).unwrap_or(0) % shards;
-            NewJob::new(ids::new_id(ids::JOB, shard), QUEUE, kinds::NOOP, json!({ "i": i }))
+            NewJob::new(
+                ids::new_id(ids::JOB, shard),
+                QUEUE,
+                kinds::NOOP,
+                json!({ "i": i }),
+            )
         })
         .collect();
     for chunk in jobs.chunks(CHUNK) {
@@ -181,10 +198,15 @@ pub async fn run(options: &ClusterOptions) -> anyhow::Result<ClusterDrain> {
         };
         let worker = Worker::new(engine.clone(), config)?;
         let s = stop.clone();
-        handles.push(tokio::spawn(async move { worker.run(async move { s.cancelled().await }).await }));
+        handles.push(tokio::spawn(async move {
+            worker.run(async move { s.cancelled().await }).await
+        }));
     }
     loop {
-        let stats = engine.store().queue_stats(Some(QUEUE), engine.now(), 60_000).await?;
+        let stats = engine
+            .store()
+            .queue_stats(Some(QUEUE), engine.now(), 60_000)
+            .await?;
         let completed = stats.first().map_or(0, |q| q.completed);
         if completed >= n as u64 {
             break;
@@ -199,7 +221,7 @@ pub async fn run(options: &ClusterOptions) -> anyhow::Result<ClusterDrain> {
     delete_everywhere(&masters, &prefix).await?;
     Ok(ClusterDrain {
         masters: masters.len(),
-        masters_used: used,
+        shards_per_master: spread,
         shards,
         workers: options.workers.max(1),
         concurrency: options.concurrency.max(1),
@@ -207,22 +229,31 @@ pub async fn run(options: &ClusterOptions) -> anyhow::Result<ClusterDrain> {
     })
 }
 
-/// The address of the master serving `slot`, from `CLUSTER SLOTS`.
-async fn slot_owner(conn: &mut redis::aio::MultiplexedConnection, slot: u16) -> anyhow::Result<String> {
+/// The slot ranges of the masters, from `CLUSTER SLOTS`: `(first, last, "host:port")`.
+async fn slot_map(
+    conn: &mut redis::aio::MultiplexedConnection,
+) -> anyhow::Result<Vec<(u16, u16, String)>> {
     let ranges: Vec<redis::Value> = redis::cmd("CLUSTER").arg("SLOTS").query_async(conn).await?;
+    let mut out = Vec::new();
     for range in ranges {
-        let redis::Value::Array(parts) = range else { continue };
-        let (Some(first), Some(last), Some(master)) = (parts.first(), parts.get(1), parts.get(2)) else { continue };
-        let (first, last): (u16, u16) = (redis::from_redis_value(first.clone())?, redis::from_redis_value(last.clone())?);
-        if (first..=last).contains(&slot) {
-            let (host, port): (String, u16) = match master {
-                redis::Value::Array(node) if node.len() >= 2 => {
-                    (redis::from_redis_value(node[0].clone())?, redis::from_redis_value(node[1].clone())?)
-                }
-                other => anyhow::bail!("CLUSTER SLOTS: unexpected node {other:?}"),
-            };
-            return Ok(format!("{host}:{port}"));
-        }
+        let redis::Value::Array(parts) = range else {
+            continue;
+        };
+        let (Some(first), Some(last), Some(redis::Value::Array(master))) =
+            (parts.first(), parts.get(1), parts.get(2))
+        else {
+            anyhow::bail!("CLUSTER SLOTS: unexpected range {parts:?}")
+        };
+        let (Some(host), Some(port)) = (master.first(), master.get(1)) else {
+            anyhow::bail!("CLUSTER SLOTS: unexpected node {master:?}")
+        };
+        let host: String = redis::from_redis_value(host.clone())?;
+        let port: u16 = redis::from_redis_value(port.clone())?;
+        out.push((
+            redis::from_redis_value(first.clone())?,
+            redis::from_redis_value(last.clone())?,
+            format!("{host}:{port}"),
+        ));
     }
-    anyhow::bail!("slot {slot} is not served by any master")
+    Ok(out)
 }
