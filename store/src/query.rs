@@ -290,7 +290,7 @@ impl Store {
     ///
     /// On a Redis Cluster the shards' streams live in different slots, which one `XREAD`
     /// cannot cover: the reader reads each stream on the store's connection and, when none
-    /// has news, polls again every [`CLUSTER_EVENT_POLL`] until the wait is over.
+    /// has news, polls again every 100 ms (`CLUSTER_EVENT_POLL`) until the wait is over.
     ///
     /// # Errors
     /// Redis cannot be reached.
@@ -348,7 +348,7 @@ impl Store {
 }
 
 /// How often a live event reader on a Redis Cluster looks for new events while it waits.
-pub const CLUSTER_EVENT_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+pub(crate) const CLUSTER_EVENT_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Reads events for live subscribers; see [`Store::event_reader`].
 #[derive(Clone)]
