@@ -123,7 +123,7 @@ pub async fn run(options: &ClusterOptions) -> anyhow::Result<ClusterDrain> {
     let base = format!("bench{}x{stamp}-cluster", std::process::id());
     let shards = options.shards.max(1);
     let mut conn = crate::connect(&options.seed).await?;
-    let slots = slot_map(&mut conn).await?;
+    let slots = slot_map(&mut conn, seed_host(&options.seed)).await?;
     let masters: Vec<String> = slots
         .iter()
         .map(|(_, _, a)| a.clone())
@@ -229,9 +229,19 @@ pub async fn run(options: &ClusterOptions) -> anyhow::Result<ClusterDrain> {
     })
 }
 
-/// The slot ranges of the masters, from `CLUSTER SLOTS`: `(first, last, "host:port")`.
+/// The host of a `redis://[user:pass@]host:port[/db]` URL.
+fn seed_host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, rest)| rest);
+    rest.split([':', '/']).next().unwrap_or_default()
+}
+
+/// The slot ranges of the masters, from `CLUSTER SLOTS`: `(first, last, "host:port")`. A
+/// node that does not know its own address yet (a one-node cluster) answers an empty host:
+/// `seed_host` stands for it.
 async fn slot_map(
     conn: &mut redis::aio::MultiplexedConnection,
+    seed_host: &str,
 ) -> anyhow::Result<Vec<(u16, u16, String)>> {
     let ranges: Vec<redis::Value> = redis::cmd("CLUSTER").arg("SLOTS").query_async(conn).await?;
     let mut out = Vec::new();
@@ -248,6 +258,11 @@ async fn slot_map(
             anyhow::bail!("CLUSTER SLOTS: unexpected node {master:?}")
         };
         let host: String = redis::from_redis_value(host.clone())?;
+        let host = if host.is_empty() {
+            seed_host.to_string()
+        } else {
+            host
+        };
         let port: u16 = redis::from_redis_value(port.clone())?;
         out.push((
             redis::from_redis_value(first.clone())?,
