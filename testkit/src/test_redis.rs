@@ -91,7 +91,7 @@ impl TestRedis {
     pub fn conn(&self) -> RawConn {
         match self {
             TestRedis::Single(s) => RawConn::Single(s.conn()),
-            TestRedis::Cluster(c) => RawConn::Cluster(c.conn()),
+            TestRedis::Cluster(c) => RawConn::Cluster(Box::new(c.conn())),
         }
     }
 
@@ -134,7 +134,7 @@ pub enum RawConn {
     /// To a single server.
     Single(redis::Connection),
     /// To a cluster.
-    Cluster(redis::cluster::ClusterConnection),
+    Cluster(Box<redis::cluster::ClusterConnection>),
 }
 
 impl ConnectionLike for RawConn {
