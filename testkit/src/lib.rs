@@ -38,7 +38,8 @@
 //! - [`wait_until`] / [`wait_until_sync`]: poll a condition until it holds or a deadline
 //!   passes. A last resort for effects that have no event to await; never a fixed sleep.
 //!
-//! `redis-server` must be on `PATH` (`apt-get install -y redis-server`).
+//! `redis-server` must be on `PATH` (`apt-get install -y redis-server`); [`RedisCluster`]
+//! needs Redis 7.0 or newer (`--cluster-port`, `CLUSTER ADDSLOTSRANGE`).
 
 pub mod metrics;
 pub mod process;
