@@ -26,12 +26,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{RawEvent, Setup, events, http_client, job_status, leased_count, wait_for_api};
+use common::{RawEvent, Setup, events, http_client, job_status, leased_count, shards, tag, wait_for_api};
 use serde_json::{Value, json};
-use sluice_core::{Execution, ExecutionStatus, FailureKind, StepStatus, pipeline};
+use sluice_core::{Execution, ExecutionStatus, FailureKind, StepStatus, ids, pipeline};
 use sluice_store::engine::Engine;
 use sluice_testkit::process::Child;
-use sluice_testkit::redis::{self, Commands};
+use sluice_testkit::RawConn;
+use sluice_testkit::redis::Commands;
 use sluice_testkit::{free_port, wait_until};
 
 const USER: &str = "chaos-user-token-0123456789abcdef";
@@ -221,17 +222,20 @@ fn fnv(text: &str) -> u64 {
 // topology with other key placement only needs these few functions changed.
 // ---------------------------------------------------------------------------------------
 
-/// Ready and delayed jobs of every queue and lane (raw `SMEMBERS` + `ZCARD`), non-empty ones.
-fn queued_jobs(conn: &mut redis::Connection) -> BTreeMap<String, usize> {
-    let queues: Vec<String> = conn.smembers("{sluice:0}:queues").expect("SMEMBERS queues");
+/// Ready and delayed jobs of every queue and lane of every shard (raw `SMEMBERS` + `ZCARD`),
+/// non-empty ones.
+fn queued_jobs(conn: &mut RawConn) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
-    for q in queues {
-        for lane in ["", ":external"] {
-            for set in ["ready", "delayed"] {
-                let key = format!("{{sluice:0}}:q:{q}{lane}:{set}");
-                let n: usize = conn.zcard(&key).expect("ZCARD queue");
-                if n > 0 {
-                    out.insert(key, n);
+    for shard in 0..shards(conn) {
+        let queues: Vec<String> = conn.smembers(format!("{}:queues", tag(shard))).expect("SMEMBERS queues");
+        for q in queues {
+            for lane in ["", ":external"] {
+                for set in ["ready", "delayed"] {
+                    let key = format!("{}:q:{q}{lane}:{set}", tag(shard));
+                    let n: usize = conn.zcard(&key).expect("ZCARD queue");
+                    if n > 0 {
+                        out.insert(key, n);
+                    }
                 }
             }
         }
@@ -239,22 +243,35 @@ fn queued_jobs(conn: &mut redis::Connection) -> BTreeMap<String, usize> {
     out
 }
 
-/// How many executions of `pipeline` exist (raw `ZCARD`).
-fn pipeline_execution_count(conn: &mut redis::Connection, pipeline: &str) -> usize {
-    conn.zcard(format!("{{sluice:0}}:exs:pipeline:{pipeline}"))
-        .expect("ZCARD pipeline executions")
+/// How many executions of `pipeline` exist over every shard (raw `ZCARD`).
+fn pipeline_execution_count(conn: &mut RawConn, pipeline: &str) -> usize {
+    (0..shards(conn))
+        .map(|shard| {
+            let n: usize = conn
+                .zcard(format!("{}:exs:pipeline:{pipeline}", tag(shard)))
+                .expect("ZCARD pipeline executions");
+            n
+        })
+        .sum()
 }
 
-/// The ids of every execution of `pipeline` (raw `ZRANGE`).
-fn pipeline_executions(conn: &mut redis::Connection, pipeline: &str) -> Vec<String> {
-    conn.zrange(format!("{{sluice:0}}:exs:pipeline:{pipeline}"), 0, -1)
-        .expect("ZRANGE pipeline executions")
+/// The ids of every execution of `pipeline` over every shard (raw `ZRANGE`).
+fn pipeline_executions(conn: &mut RawConn, pipeline: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for shard in 0..shards(conn) {
+        let ids: Vec<String> = conn
+            .zrange(format!("{}:exs:pipeline:{pipeline}", tag(shard)), 0, -1)
+            .expect("ZRANGE pipeline executions");
+        out.extend(ids);
+    }
+    out
 }
 
-/// The execution document of `id` (raw `HGET … doc`).
-fn execution_doc(conn: &mut redis::Connection, id: &str) -> Execution {
+/// The execution document of `id`, in the shard its id names (raw `HGET … doc`).
+fn execution_doc(conn: &mut RawConn, id: &str) -> Execution {
+    let shard = ids::shard_of(id, ids::EXECUTION).expect("an execution id");
     let doc: String = conn
-        .hget(format!("{{sluice:0}}:ex:{id}"), "doc")
+        .hget(format!("{}:ex:{id}", tag(shard)), "doc")
         .unwrap_or_else(|err| panic!("HGET execution {id}: {err}"));
     serde_json::from_str(&doc).unwrap_or_else(|err| panic!("execution {id} does not parse: {err}"))
 }
@@ -967,7 +984,7 @@ struct Report {
 /// Verifies every invariant on the final state; collects every violation (at most a few
 /// of each kind are spelled out).
 async fn check(
-    conn: &mut redis::Connection,
+    conn: &mut RawConn,
     knobs: &Knobs,
     ids: &[String],
     schedules: &[String],

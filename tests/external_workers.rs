@@ -19,10 +19,11 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Setup, events, expect_exit, job_status, leased_count};
+use common::{Setup, events, expect_exit, job_key, job_status, leased_count, leased_ids};
 use serde_json::{Value, json};
 use sluice_testkit::process::{Child, SIGTERM};
-use sluice_testkit::redis::{self, Commands};
+use sluice_testkit::RawConn;
+use sluice_testkit::redis::Commands;
 use sluice_testkit::{free_port, wait_until};
 
 const USER_SECRET: &str = "user-secret-for-the-external-test-01";
@@ -105,14 +106,13 @@ fn example(name: &str) -> String {
 }
 
 /// A job's hash (raw `HGETALL`).
-fn job_record(conn: &mut redis::Connection, id: &str) -> HashMap<String, String> {
-    conn.hgetall(format!("{{sluice:0}}:job:{id}")).expect("HGETALL job")
+fn job_record(conn: &mut RawConn, id: &str) -> HashMap<String, String> {
+    conn.hgetall(job_key(id)).expect("HGETALL job")
 }
 
 /// The id of a job running under a lease of `worker`, if there is one (raw reads).
-fn running_under(conn: &mut redis::Connection, worker: &str) -> Option<String> {
-    let leased: Vec<String> = conn.zrange("{sluice:0}:leased", 0, -1).expect("ZRANGE leased");
-    leased.into_iter().find(|id| {
+fn running_under(conn: &mut RawConn, worker: &str) -> Option<String> {
+    leased_ids(conn).into_iter().find(|id| {
         let job = job_record(conn, id);
         job.get("status").map(String::as_str) == Some("running") && job.get("lease_worker").map(String::as_str) == Some(worker)
     })

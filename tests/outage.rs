@@ -357,7 +357,7 @@ impl ConnectionCounter {
 /// jobs under way (some running, some reserved, some queued): the setup, the deployment, and
 /// the ids of the executions and of the jobs.
 async fn at_work() -> (Setup, Deployment, Vec<String>, Vec<String>) {
-    let setup = Setup::with_aof(
+    let setup = Setup::single_with_aof(
         "concurrency = 4\nlease_ttl = \"5s\"\nidle_poll = \"1s\"\nshutdown_timeout = \"5s\"",
     );
     let d = Deployment::start(&setup);
@@ -458,7 +458,7 @@ async fn redis_stopped_for_30_seconds_every_process_survives_and_nothing_is_lost
         );
         if counter.is_none() && outage.elapsed() >= Duration::from_secs(20) {
             counter = Some((
-                ConnectionCounter::listen(setup.redis.port()),
+                ConnectionCounter::listen(setup.server().port()),
                 Instant::now(),
             ));
         }
@@ -519,7 +519,7 @@ async fn redis_stopped_for_30_seconds_every_process_survives_and_nothing_is_lost
 async fn redis_hung_by_sigstop_every_process_survives_and_a_retried_start_is_not_doubled() {
     let (setup, mut d, mut exec_ids, job_ids) = at_work().await;
 
-    let redis_pid = setup.redis.pid();
+    let redis_pid = setup.server().pid();
     signal(redis_pid, SIGSTOP);
     let hang = Instant::now();
     // Whatever reaches the silent Redis is carried out when it resumes: a start the API

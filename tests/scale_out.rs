@@ -11,11 +11,11 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{RawEvent, Setup, events};
+use common::{RawEvent, Setup, events, shards, tag};
 use serde_json::{Value, json};
 use sluice_core::ids;
 use sluice_core::job::NewJob;
-use sluice_testkit::wait_until;
+use sluice_testkit::{RawConn, wait_until};
 
 /// Jobs in the backlog.
 const JOBS: usize = 480;
@@ -43,14 +43,13 @@ fn started_line(setup: &Setup, name: &str) -> Option<(String, i64)> {
 
 /// The `job.started` events of the stream with their Redis time (the stream id's
 /// milliseconds, from the same clock as the logs).
-fn starts(conn: &mut sluice_testkit::redis::Connection) -> Vec<(String, i64)> {
-    let reply: sluice_testkit::redis::streams::StreamRangeReply =
-        sluice_testkit::redis::Commands::xrange_all(conn, "{sluice:0}:events")
-            .expect("XRANGE events");
-    reply
-        .ids
-        .iter()
-        .filter_map(|entry| {
+fn starts(conn: &mut RawConn) -> Vec<(String, i64)> {
+    let mut out = Vec::new();
+    for shard in 0..shards(conn) {
+        let reply: sluice_testkit::redis::streams::StreamRangeReply =
+            sluice_testkit::redis::Commands::xrange_all(conn, format!("{}:events", tag(shard)))
+                .expect("XRANGE events");
+        out.extend(reply.ids.iter().filter_map(|entry| {
             let kind: String = entry.get("type")?;
             if kind != "job.started" {
                 return None;
@@ -59,8 +58,9 @@ fn starts(conn: &mut sluice_testkit::redis::Connection) -> Vec<(String, i64)> {
             let data: Value = serde_json::from_str(&data).ok()?;
             let at: i64 = entry.id.split('-').next()?.parse().ok()?;
             Some((data["worker"].as_str().unwrap_or("").to_string(), at))
-        })
-        .collect()
+        }));
+    }
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

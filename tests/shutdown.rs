@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Setup, executions, expect_exit, job_status, leased_count, start_executions, wait_all_terminal};
+use common::{Setup, executions, expect_exit, job_key, job_status, leased_count, ready_ids, start_executions, wait_all_terminal};
 use sluice_core::ExecutionStatus;
 use sluice_store::engine::Engine;
 use sluice_testkit::process::SIGTERM;
@@ -89,11 +89,10 @@ async fn a_job_outlasting_shutdown_timeout_returns_to_pending_and_another_worker
     // Back in its queue, unleased, and the interrupted attempt not counted.
     let mut conn = setup.raw();
     assert_eq!(job_status(&mut conn, &job).as_deref(), Some("pending"));
-    let attempts: u32 = conn.hget(format!("{{sluice:0}}:job:{job}"), "attempts").expect("HGET attempts");
+    let attempts: u32 = conn.hget(job_key(&job), "attempts").expect("HGET attempts");
     assert_eq!(attempts, 0, "the released attempt was counted");
     assert_eq!(leased_count(&mut conn), 0, "the lease was not given back");
-    let ready: Vec<String> = conn.zrange("{sluice:0}:q:default:ready", 0, -1).expect("ZRANGE ready");
-    assert_eq!(ready, vec![job.clone()]);
+    assert_eq!(ready_ids(&mut conn, "default"), vec![job.clone()]);
 
     let mut worker_b = setup.spawn_env("worker", "worker-b", &[("WORKER_MARK", "b")]);
     wait_all_terminal(&engine, &ids, Duration::from_secs(20)).await;

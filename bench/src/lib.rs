@@ -7,6 +7,7 @@
 //! be a private one, since `INFO commandstats` is reset and read for the whole server.
 
 mod apalis_baseline;
+pub mod cluster;
 mod report;
 mod sluice_side;
 

@@ -65,8 +65,14 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
-    /// Connection URL. Default `redis://127.0.0.1:6379`. Env `SLUICE_REDIS__URL`.
+    /// Connection URL; on a Redis Cluster, a seed node. Default `redis://127.0.0.1:6379`.
+    /// Env `SLUICE_REDIS__URL`.
     pub url: String,
+    /// Whether Redis is a Redis Cluster. Default false. Env `SLUICE_REDIS__CLUSTER`.
+    pub cluster: bool,
+    /// More seed nodes of a cluster besides `url` (only with `cluster`). Default none. Env
+    /// `SLUICE_REDIS__SEEDS` (comma-separated).
+    pub seeds: Vec<String>,
     /// Prefix of every key. Default `sluice`.
     pub prefix: String,
     /// Number of shards; fixed for the life of a deployment. Default 1.
@@ -75,7 +81,7 @@ pub struct RedisConfig {
 
 impl Default for RedisConfig {
     fn default() -> Self {
-        Self { url: "redis://127.0.0.1:6379".into(), prefix: "sluice".into(), shards: 1 }
+        Self { url: "redis://127.0.0.1:6379".into(), cluster: false, seeds: Vec::new(), prefix: "sluice".into(), shards: 1 }
     }
 }
 
@@ -432,7 +438,7 @@ fn env_source() -> anyhow::Result<config::Config> {
             continue;
         }
         let key = rest.to_lowercase().replace("__", ".");
-        if key == "worker.queues" {
+        if key == "worker.queues" || key == "redis.seeds" {
             let list: Vec<String> = value.split(',').map(|q| q.trim().to_string()).filter(|q| !q.is_empty()).collect();
             builder = builder.set_override(key, list)?;
         } else {
@@ -454,6 +460,7 @@ fn check_with(c: &Config, env: EnvLookup<'_>) -> anyhow::Result<()> {
     if c.redis.prefix.is_empty() || c.redis.prefix.contains(['{', '}', ' ']) {
         problems.push("redis.prefix must be non-empty, without braces or spaces".to_string());
     }
+    problems.extend(store_config(c).check());
     if let Err(e) = c.api.listen.parse::<SocketAddr>()
         && !is_localhost(&c.api.listen)
     {
@@ -510,6 +517,8 @@ pub fn scheduler_config(c: &Config) -> sluice_scheduler::SchedulerConfig {
 pub fn store_config(c: &Config) -> sluice_store::StoreConfig {
     sluice_store::StoreConfig {
         url: c.redis.url.clone(),
+        cluster: c.redis.cluster,
+        seeds: c.redis.seeds.clone(),
         prefix: c.redis.prefix.clone(),
         shards: c.redis.shards,
         event_cap: c.events.cap,
@@ -642,6 +651,24 @@ mod tests {
         let config = parse("[[auth.tokens]]\nsubject = \"x\"\nrole = \"boss\"\ntoken = \"x-secret-0123456789\"\n").unwrap();
         let err = check_with(&config, &env).unwrap_err().to_string();
         assert!(err.contains("auth.tokens[0].role: unknown role \"boss\""), "{err}");
+    }
+
+    #[test]
+    fn cluster_settings_reach_the_store_and_bad_ones_are_named() {
+        let config = parse(
+            "[redis]\nurl = \"redis://10.0.0.1:6379\"\ncluster = true\nseeds = [\"redis://10.0.0.2:6379\"]\nshards = 8\n[auth]\ndisabled = true\n",
+        )
+        .unwrap();
+        check_with(&config, &env).unwrap();
+        let store = store_config(&config);
+        assert!(store.cluster);
+        assert_eq!(store.nodes(), ["redis://10.0.0.1:6379", "redis://10.0.0.2:6379"]);
+
+        let config = parse("[redis]\nurl = \"nonsense\"\nseeds = [\"redis://10.0.0.2:6379\", \"bad\"]\n[auth]\ndisabled = true\n").unwrap();
+        let err = check_with(&config, &env).unwrap_err().to_string();
+        assert!(err.contains("redis.url `nonsense`"), "{err}");
+        assert!(err.contains("redis.seeds is only for a Redis Cluster"), "{err}");
+        assert!(err.contains("redis.seeds: `bad`"), "{err}");
     }
 
     #[test]

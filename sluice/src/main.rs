@@ -89,6 +89,19 @@ struct BenchArgs {
     /// Leave out redis-benchmark.
     #[arg(long)]
     no_redis_benchmark: bool,
+    /// Run only the no-op drain on the Redis Cluster that `--redis-url` is a node of, its
+    /// `--jobs` spread over `--shards` shards (see docs/SCALING.md).
+    #[arg(long)]
+    cluster: bool,
+    /// With `--cluster`: shards the jobs are spread over.
+    #[arg(long, default_value_t = 8, requires = "cluster")]
+    shards: u32,
+    /// With `--cluster`: in-process workers draining the shards.
+    #[arg(long, default_value_t = 2, requires = "cluster")]
+    workers: usize,
+    /// With `--cluster`: concurrency of each worker.
+    #[arg(long, default_value_t = 64, requires = "cluster")]
+    concurrency: usize,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -733,17 +746,42 @@ fn completions(shell: clap_complete::Shell) -> i32 {
     }
 }
 
+/// `sluice bench --cluster`.
+fn bench_cluster(args: &BenchArgs, rt: &tokio::runtime::Runtime) -> i32 {
+    let options = sluice_bench::cluster::ClusterOptions {
+        seed: args.redis_url.clone(),
+        shards: args.shards.clamp(1, 1024),
+        jobs: args.jobs.max(1),
+        workers: args.workers.max(1),
+        concurrency: args.concurrency.max(1),
+    };
+    match rt.block_on(sluice_bench::cluster::run(&options)) {
+        Ok(drain) if args.json => {
+            println!("{}", serde_json::to_string_pretty(&drain).unwrap_or_default());
+            0
+        }
+        Ok(drain) => {
+            print!("{}", drain.text());
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}
+
 /// `sluice bench`.
 fn bench(args: BenchArgs) -> i32 {
     let options = sluice_bench::Options {
         jobs: args.jobs.max(1),
         latency_samples: args.samples.max(1),
         pipelines: args.pipelines.max(1),
-        concurrencies: args.concurrencies.into_iter().filter(|c| *c > 0).collect(),
-        backlogs: args.backlogs.into_iter().filter(|b| *b > 0).collect(),
+        concurrencies: args.concurrencies.iter().copied().filter(|c| *c > 0).collect(),
+        backlogs: args.backlogs.iter().copied().filter(|b| *b > 0).collect(),
         apalis: !args.no_apalis,
         redis_benchmark: !args.no_redis_benchmark,
-        ..sluice_bench::Options::new(args.redis_url)
+        ..sluice_bench::Options::new(args.redis_url.clone())
     };
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -752,6 +790,9 @@ fn bench(args: BenchArgs) -> i32 {
             return 1;
         }
     };
+    if args.cluster {
+        return bench_cluster(&args, &rt);
+    }
     match rt.block_on(sluice_bench::run(&options)) {
         Ok(report) if args.json => match serde_json::to_string_pretty(&report) {
             Ok(text) => {

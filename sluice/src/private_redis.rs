@@ -53,6 +53,9 @@ pub async fn ensure(c: &mut Config, _base: &Path) -> anyhow::Result<Option<Priva
     if answers(&c.redis.url).await {
         return Ok(None);
     }
+    if c.redis.cluster {
+        anyhow::bail!("no Redis Cluster node answers at redis.url `{}`; sluice up starts a private Redis only without redis.cluster", c.redis.url);
+    }
     let (host, port) = host_port(&c.redis.url)
         .with_context(|| format!("redis.url `{}` is not a redis:// URL", c.redis.url))?;
     if !["127.0.0.1", "localhost", "::1", "[::1]"].contains(&host.as_str()) {

@@ -9,12 +9,23 @@ use tracing_subscriber::EnvFilter;
 /// Replaces the log filter of the running process.
 pub type FilterSetter = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
-/// The filter from `RUST_LOG` when set (it wins over the config), else `filter`.
+/// What the filter adds unless it names the `redis` crate itself: while the nodes of a Redis
+/// Cluster are unreachable, its client logs a warning or an error for every reconnect
+/// attempt, dozens a second, which would drown sluice's own account of the outage (the
+/// store's callers log theirs once, with backoff).
+const QUIET_REDIS: &str = "redis::cluster_handling=off";
+
+/// The filter from `RUST_LOG` when set (it wins over the config), else `filter`; either
+/// with [`QUIET_REDIS`] unless it names `redis`.
 fn filter_of(filter: &str) -> Result<EnvFilter, String> {
-    match EnvFilter::try_from_default_env() {
-        Ok(f) => Ok(f),
-        Err(_) => EnvFilter::try_new(filter).map_err(|e| format!("log.filter `{filter}`: {e}")),
+    let quiet = |text: &str| if text.contains("redis") { text.to_string() } else { format!("{text},{QUIET_REDIS}") };
+    if let Ok(env) = std::env::var(EnvFilter::DEFAULT_ENV)
+        && !env.trim().is_empty()
+        && let Ok(f) = EnvFilter::try_new(quiet(&env))
+    {
+        return Ok(f);
     }
+    EnvFilter::try_new(quiet(filter)).map_err(|e| format!("log.filter `{filter}`: {e}"))
 }
 
 /// Installs the global subscriber; returns the setter of its filter.

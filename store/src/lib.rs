@@ -39,6 +39,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
 /// The metrics vocabulary (`sluice-metrics`), for the crates that record through the store.
 pub use sluice_metrics as metrics;
 pub use sluice_metrics::Metrics;
@@ -98,8 +99,14 @@ const RECONNECT_RETRIES: usize = 0;
 /// Connection and layout settings.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
-    /// `redis://host:port[/db]`.
+    /// `redis://host:port[/db]`; on a cluster, a seed node (`redis.url`).
     pub url: String,
+    /// Whether Redis is a Redis Cluster (`redis.cluster`): commands are routed to the master
+    /// serving their slot, and each shard lives in the slot of its hash tag.
+    pub cluster: bool,
+    /// More seed nodes of a cluster besides `url` (`redis.seeds`); ignored without
+    /// `cluster`.
+    pub seeds: Vec<String>,
     /// Key prefix (`redis.prefix`).
     pub prefix: String,
     /// Number of shards (`redis.shards`), fixed per deployment.
@@ -118,6 +125,8 @@ impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             url: "redis://127.0.0.1:6379".into(),
+            cluster: false,
+            seeds: Vec::new(),
             prefix: "sluice".into(),
             shards: 1,
             event_cap: 100_000,
@@ -128,12 +137,41 @@ impl Default for StoreConfig {
     }
 }
 
+impl StoreConfig {
+    /// The nodes to connect to: `url`, then on a cluster every one of `seeds`.
+    pub fn nodes(&self) -> Vec<&str> {
+        let seeds = if self.cluster { &self.seeds[..] } else { &[] };
+        std::iter::once(self.url.as_str()).chain(seeds.iter().map(String::as_str)).collect()
+    }
+
+    /// Checks the connection settings without connecting: one problem per bad field, each
+    /// naming it (`redis.url`, `redis.seeds`).
+    pub fn check(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Err(e) = redis::Client::open(self.url.as_str()) {
+            problems.push(format!("redis.url `{}` is not a Redis URL such as redis://127.0.0.1:6379: {e}", self.url));
+        }
+        if !self.cluster && !self.seeds.is_empty() {
+            problems.push("redis.seeds is only for a Redis Cluster: set redis.cluster = true, or remove it".to_string());
+        }
+        for seed in &self.seeds {
+            if let Err(e) = redis::Client::open(seed.as_str()) {
+                problems.push(format!("redis.seeds: `{seed}` is not a Redis URL such as redis://10.0.0.2:6379: {e}"));
+            }
+        }
+        problems
+    }
+}
+
 /// A handle on the store. Cheap to clone; clones share one multiplexed connection that
-/// reconnects on its own with backoff, and one [`Metrics`].
+/// reconnects on its own with backoff (on a cluster: one per master, routed by slot), and
+/// one [`Metrics`].
 #[derive(Clone)]
 pub struct Store {
     pub(crate) conn: timed::TimedConnection,
-    pub(crate) client: redis::Client,
+    /// A client per configured node (`redis.url`, then on a cluster `redis.seeds`), for the
+    /// connections of their own: Pub/Sub subscriptions and blocking reads.
+    pub(crate) nodes: Arc<[redis::Client]>,
     pub(crate) keys: Keys,
     pub(crate) scripts: Arc<scripts::Scripts>,
     pub(crate) config: Arc<StoreConfig>,
@@ -147,25 +185,41 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     /// Connects (the first connection must succeed; later drops are reconnected), with
-    /// metrics of its own (see [`Store::with_metrics`]).
+    /// metrics of its own (see [`Store::with_metrics`]). On a cluster
+    /// ([`StoreConfig::cluster`]) the seeds must lead to every master.
     ///
     /// # Errors
-    /// The URL is invalid or Redis cannot be reached.
+    /// A URL is invalid or Redis cannot be reached.
     pub async fn connect(config: StoreConfig) -> Result<Self, StoreError> {
-        let client = redis::Client::open(config.url.as_str())?;
-        // While Redis is unreachable a call makes one connection attempt and fails (within
-        // the connection timeout), instead of waiting through a series of retries (seconds):
-        // the API answers 503 at once, and every service loop retries with its own backoff,
-        // which bounds the connection attempts.
-        let manager_config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(config.response_timeout))
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(RECONNECT_RETRIES)
-            .set_max_delay(Duration::from_secs(2));
-        let conn = ConnectionManager::new_with_config(client.clone(), manager_config).await?;
-        let conn = timed::TimedConnection::new(conn, Arc::default());
+        let urls = config.nodes();
+        let nodes = urls.iter().map(|url| redis::Client::open(*url)).collect::<Result<Arc<[_]>, _>>()?;
+        let link = if config.cluster {
+            let client = ClusterClient::builder(urls)
+                .response_timeout(config.response_timeout)
+                .connection_timeout(Duration::from_secs(2))
+                .max_retry_wait(2000)
+                .build()?;
+            timed::Link::Cluster(client.get_async_connection().await?)
+        } else {
+            // While Redis is unreachable a call makes one connection attempt and fails
+            // (within the connection timeout), instead of waiting through a series of
+            // retries (seconds): the API answers 503 at once, and every service loop retries
+            // with its own backoff, which bounds the connection attempts.
+            let manager_config = ConnectionManagerConfig::new()
+                .set_response_timeout(Some(config.response_timeout))
+                .set_connection_timeout(Some(Duration::from_secs(2)))
+                .set_number_of_retries(RECONNECT_RETRIES)
+                .set_max_delay(Duration::from_secs(2));
+            timed::Link::Single(ConnectionManager::new_with_config(nodes[0].clone(), manager_config).await?)
+        };
+        let conn = timed::TimedConnection::new(link, Arc::default());
         let keys = Keys::new(config.prefix.clone(), config.shards);
-        Ok(Self { conn, client, keys, scripts: Arc::new(scripts::Scripts::load()), config: Arc::new(config) })
+        Ok(Self { conn, nodes, keys, scripts: Arc::new(scripts::Scripts::load()), config: Arc::new(config) })
+    }
+
+    /// Whether the store runs on a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.conn.is_cluster()
     }
 
     /// The same store recording into `metrics`: the handle a process shares between its
@@ -204,22 +258,28 @@ impl Store {
         Ok(())
     }
 
-    /// Counts of the commands Redis has run, by command (from `INFO commandstats`), for
-    /// measuring the cost of operations.
+    /// Counts of the commands Redis has run, by command (from `INFO commandstats`; on a
+    /// cluster, summed over the masters), for measuring the cost of operations.
     ///
     /// # Errors
     /// Redis is unreachable.
     pub async fn command_counts(&self) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
         let mut conn = self.conn.clone();
-        let info: String = redis::cmd("INFO").arg("commandstats").query_async(&mut conn).await?;
+        let cmd = redis::cmd("INFO").arg("commandstats").clone();
+        // A cluster answers with each master's text, by address.
+        let infos: Vec<String> = if self.is_cluster() {
+            cmd.query_async::<std::collections::HashMap<String, String>>(&mut conn).await?.into_values().collect()
+        } else {
+            vec![cmd.query_async(&mut conn).await?]
+        };
         let mut out = std::collections::BTreeMap::new();
-        for line in info.lines() {
+        for line in infos.iter().flat_map(|info| info.lines()) {
             // cmdstat_zadd:calls=10,usec=20,...
             if let Some(rest) = line.strip_prefix("cmdstat_")
                 && let Some((name, stats)) = rest.split_once(':')
                 && let Some(calls) = stats.split(',').find_map(|kv| kv.strip_prefix("calls="))
             {
-                out.insert(name.to_string(), calls.parse().unwrap_or(0));
+                *out.entry(name.to_string()).or_insert(0) += calls.parse::<u64>().unwrap_or(0);
             }
         }
         Ok(out)

@@ -9,6 +9,10 @@
 //! wakes its waiter once (work may have arrived while it was away), the worker keeps a slow
 //! fallback poll, and a missed cancel is caught by the next heartbeat.
 //!
+//! On a Redis Cluster a `PUBLISH` (scripts publish from the master of their shard) reaches
+//! the subscribers of every node, so the subscription is made on one node: the first
+//! configured one that accepts it, the next one after a failure.
+//!
 //! [`ExternalWakeups`] does the same for external workers long-polling the HTTP API for
 //! jobs of a queue's external lane: one subscription (by pattern, to the external lane
 //! channel of every queue) serves every waiting request of the process.
@@ -26,14 +30,15 @@ use crate::Store;
 use crate::keys::{EXTERNAL_SEGMENT, Lane};
 
 /// Runs `session` on a fresh Pub/Sub connection, again after each disconnect, with backoff
-/// between failed attempts; `session` returns once the subscription ends.
-async fn resubscribing<F, Fut>(client: redis::Client, mut session: F)
+/// between failed attempts; `session` returns once the subscription ends. Each attempt goes
+/// to the next of `nodes` (the configured nodes of a cluster; the one server otherwise).
+async fn resubscribing<F, Fut>(nodes: Arc<[redis::Client]>, mut session: F)
 where
     F: FnMut(redis::aio::PubSub) -> Fut,
     Fut: Future<Output = bool>,
 {
     let mut backoff = Duration::from_millis(100);
-    loop {
+    for client in nodes.iter().cycle() {
         match client.get_async_pubsub().await {
             Ok(pubsub) => {
                 if session(pubsub).await {
@@ -71,7 +76,7 @@ impl Notifier {
         channels.push(cancel_channel.clone());
         let waker = notify.clone();
         let on_cancel = Arc::new(on_cancel);
-        let task = tokio::spawn(resubscribing(store.client.clone(), move |mut pubsub| {
+        let task = tokio::spawn(resubscribing(store.nodes.clone(), move |mut pubsub| {
             let (channels, cancel_channel) = (channels.clone(), cancel_channel.clone());
             let (waker, on_cancel) = (waker.clone(), on_cancel.clone());
             async move {
@@ -161,7 +166,7 @@ impl ExternalWakeups {
         let prefix = store.keys.notify_prefix();
         let pattern = format!("{}*{}", glob_escape(&prefix), glob_escape(EXTERNAL_SEGMENT));
         let inner = shared.clone();
-        let task = tokio::spawn(resubscribing(store.client.clone(), move |mut pubsub| {
+        let task = tokio::spawn(resubscribing(store.nodes.clone(), move |mut pubsub| {
             let (inner, pattern, prefix) = (inner.clone(), pattern.clone(), prefix.clone());
             async move {
                 if let Err(e) = pubsub.psubscribe(&pattern).await {

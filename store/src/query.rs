@@ -257,6 +257,9 @@ impl Store {
     /// # Errors
     /// Redis errors.
     pub async fn read_events(&self, after: &EventCursor, count: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        if self.is_cluster() {
+            return read_each_stream(&self.conn, &self.event_keys(), after, count).await;
+        }
         let mut conn = self.conn.clone();
         read_streams(&mut conn, &self.event_keys(), after, count, None).await
     }
@@ -285,13 +288,21 @@ impl Store {
     /// never holds up other calls). One per live event subscriber; dropping it closes its
     /// connection, which ends a read in flight.
     ///
+    /// On a Redis Cluster the shards' streams live in different slots, which one `XREAD`
+    /// cannot cover: the reader reads each stream on the store's connection and, when none
+    /// has news, polls again every 100 ms (`CLUSTER_EVENT_POLL`) until the wait is over.
+    ///
     /// # Errors
     /// Redis cannot be reached.
     pub async fn event_reader(&self) -> Result<EventReader, StoreError> {
-        // Each read sets its own time limit: the wait it asks for plus the store's.
-        let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
-        let conn = self.client.get_multiplexed_async_connection_with_config(&config).await?;
-        Ok(EventReader { conn, keys: self.event_keys(), response_timeout: self.config.response_timeout })
+        let link = if self.is_cluster() {
+            ReaderLink::Polling(self.conn.clone())
+        } else {
+            // Each read sets its own time limit: the wait it asks for plus the store's.
+            let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+            ReaderLink::Blocking(self.nodes[0].get_multiplexed_async_connection_with_config(&config).await?)
+        };
+        Ok(EventReader { link, keys: self.event_keys(), response_timeout: self.config.response_timeout })
     }
 
     fn event_keys(&self) -> Vec<String> {
@@ -336,10 +347,13 @@ impl Store {
     }
 }
 
+/// How often a live event reader on a Redis Cluster looks for new events while it waits.
+pub(crate) const CLUSTER_EVENT_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Reads events for live subscribers; see [`Store::event_reader`].
 #[derive(Clone)]
 pub struct EventReader {
-    conn: redis::aio::MultiplexedConnection,
+    link: ReaderLink,
     keys: Vec<String>,
     response_timeout: std::time::Duration,
 }
@@ -360,9 +374,59 @@ impl EventReader {
     pub async fn read(&mut self, after: &EventCursor, count: usize, block_ms: u64) -> Result<Vec<StoredEvent>, StoreError> {
         // Redis reads `BLOCK 0` as "forever".
         let block_ms = block_ms.max(1);
-        self.conn.set_response_timeout(std::time::Duration::from_millis(block_ms) + self.response_timeout);
-        read_streams(&mut self.conn, &self.keys, after, count, Some(block_ms)).await
+        match &mut self.link {
+            ReaderLink::Blocking(conn) => {
+                conn.set_response_timeout(std::time::Duration::from_millis(block_ms) + self.response_timeout);
+                read_streams(conn, &self.keys, after, count, Some(block_ms)).await
+            }
+            ReaderLink::Polling(conn) => {
+                let until = tokio::time::Instant::now() + std::time::Duration::from_millis(block_ms);
+                loop {
+                    let events = read_each_stream(conn, &self.keys, after, count).await?;
+                    let now = tokio::time::Instant::now();
+                    if !events.is_empty() || now >= until {
+                        return Ok(events);
+                    }
+                    tokio::time::sleep(CLUSTER_EVENT_POLL.min(until - now)).await;
+                }
+            }
+        }
     }
+}
+
+/// The connection of an [`EventReader`].
+#[derive(Clone)]
+enum ReaderLink {
+    /// A connection of its own to the one server, for `XREAD BLOCK` over every stream.
+    Blocking(redis::aio::MultiplexedConnection),
+    /// The store's connection to a cluster: one `XREAD` per stream (each in its own slot).
+    Polling(crate::timed::TimedConnection),
+}
+
+/// What [`read_streams`] reads without blocking, with one `XREAD` per stream, concurrently,
+/// for a cluster (where the streams live in different slots).
+async fn read_each_stream(
+    conn: &crate::timed::TimedConnection,
+    keys: &[String],
+    after: &EventCursor,
+    count: usize,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let replies = futures::future::try_join_all(keys.iter().zip(&after.0).map(|(key, from)| {
+        let (mut conn, opts) = (conn.clone(), StreamReadOptions::default().count(count.max(1)));
+        async move { redis::AsyncCommands::xread_options::<_, _, Option<StreamReadReply>>(&mut conn, &[key], &[from], &opts).await }
+    }))
+    .await?;
+    let mut position = after.clone();
+    let mut out = Vec::new();
+    for (shard, reply) in replies.into_iter().enumerate() {
+        for stream in reply.map(|r| r.keys).unwrap_or_default() {
+            for entry in stream.ids {
+                position.0[shard].clone_from(&entry.id);
+                out.push(event_of(&entry, position.to_string()));
+            }
+        }
+    }
+    Ok(out)
 }
 
 async fn read_streams<C: redis::aio::ConnectionLike + Send + Sync>(

@@ -24,6 +24,11 @@
 //! // hand `server.url()` to the code under test…
 //! ```
 //!
+//! [`RedisCluster`] does the same for a Redis Cluster of `N` masters (slots split evenly,
+//! nodes joined by `CLUSTER MEET`), and [`TestRedis`] picks one or the other from
+//! `SLUICE_TEST_REDIS` (`cluster` for a 3-master cluster), so that a suite can run in both
+//! modes.
+//!
 //! Other helpers:
 //! - [`free_port`] for services the test starts itself;
 //! - [`process`]: spawn a child with extra environment and signal it ([`process::signal`],
@@ -33,16 +38,21 @@
 //! - [`wait_until`] / [`wait_until_sync`]: poll a condition until it holds or a deadline
 //!   passes. A last resort for effects that have no event to await; never a fixed sleep.
 //!
-//! `redis-server` must be on `PATH` (`apt-get install -y redis-server`).
+//! `redis-server` must be on `PATH` (`apt-get install -y redis-server`); [`RedisCluster`]
+//! needs Redis 7.0 or newer (`--cluster-port`, `CLUSTER ADDSLOTSRANGE`).
 
 pub mod metrics;
 pub mod process;
+mod redis_cluster;
 mod redis_server;
+mod test_redis;
 mod tls;
 mod wait;
 
-pub use redis_server::{RedisServer, free_port};
-pub use tls::TlsServer;
 /// The Redis client the kit uses, so tests can read raw keys with the same version.
 pub use redis;
+pub use redis_cluster::RedisCluster;
+pub use redis_server::{RedisServer, free_port};
+pub use test_redis::{CLUSTER_MASTERS, CLUSTER_SHARDS, MODE_VAR, RawConn, TestRedis};
+pub use tls::TlsServer;
 pub use wait::{wait_until, wait_until_sync};

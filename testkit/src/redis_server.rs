@@ -48,6 +48,9 @@ pub struct RedisServer {
     pid: u32,
     port: u16,
     aof: bool,
+    /// For a Redis Cluster node (`--cluster-enabled yes`, its `nodes.conf` in `dir`): the
+    /// port of its cluster bus.
+    cluster: Option<u16>,
     // Declared last: dropped after the process is gone.
     dir: TempDir,
 }
@@ -73,6 +76,12 @@ impl RedisServer {
     }
 
     fn start_inner(aof: bool) -> RedisServer {
+        RedisServer::start_node(aof, false)
+    }
+
+    /// Starts a server; with `cluster`, as a Redis Cluster node (no slots, no peers yet)
+    /// whose cluster bus listens on another free port.
+    pub(crate) fn start_node(aof: bool, cluster: bool) -> RedisServer {
         let dir = tempfile::Builder::new()
             .prefix("sluice-redis-")
             .tempdir()
@@ -80,7 +89,8 @@ impl RedisServer {
         let mut failures = Vec::new();
         for _ in 0..START_ATTEMPTS {
             let port = free_port();
-            match launch(dir.path(), port, aof) {
+            let cluster = cluster.then(free_port);
+            match launch(dir.path(), port, aof, cluster) {
                 Ok(child) => {
                     let pid = child.pid();
                     return RedisServer {
@@ -88,6 +98,7 @@ impl RedisServer {
                         pid,
                         port,
                         aof,
+                        cluster,
                         dir,
                     };
                 }
@@ -119,6 +130,11 @@ impl RedisServer {
     /// The server's directory (AOF, log).
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The port of its cluster bus, for a Redis Cluster node.
+    pub fn cluster_port(&self) -> Option<u16> {
+        self.cluster
     }
 
     /// Whether the server process is running.
@@ -172,7 +188,7 @@ impl RedisServer {
             if attempt > 0 {
                 std::thread::sleep(Duration::from_millis(100));
             }
-            match launch(self.dir.path(), self.port, self.aof) {
+            match launch(self.dir.path(), self.port, self.aof, self.cluster) {
                 Ok(child) => {
                     self.pid = child.pid();
                     self.child = Some(child);
@@ -202,7 +218,7 @@ impl Drop for RedisServer {
 ///
 /// Returns `Err` (to retry, possibly on another port) when the process exits early; panics
 /// when it is not installed or does not become ready in time.
-fn launch(dir: &Path, port: u16, aof: bool) -> Result<Child, String> {
+fn launch(dir: &Path, port: u16, aof: bool, cluster: Option<u16>) -> Result<Child, String> {
     let log: PathBuf = dir.join("redis.log");
     let mut cmd = Command::new("redis-server");
     cmd.arg("--port")
@@ -212,6 +228,19 @@ fn launch(dir: &Path, port: u16, aof: bool) -> Result<Child, String> {
             &["--appendonly", "yes", "--appendfsync", "always"][..]
         } else {
             &["--appendonly", "no"][..]
+        })
+        .args(match cluster {
+            Some(bus) => vec![
+                "--cluster-enabled".to_string(),
+                "yes".into(),
+                "--cluster-port".into(),
+                bus.to_string(),
+                "--cluster-config-file".into(),
+                "nodes.conf".into(),
+                "--cluster-node-timeout".into(),
+                "2000".into(),
+            ],
+            None => Vec::new(),
         })
         .arg("--dir")
         .arg(dir)

@@ -1,6 +1,10 @@
 //! Shared pieces of the end-to-end tests: a private Redis, a config file pointing at it, the
 //! real `sluice` binary as child processes and as the CLI, and raw reads of the Redis keys
 //! that the invariant checks use (deliberately not through the store crate under test).
+//!
+//! `SLUICE_TEST_REDIS=cluster` runs every test built on [`Setup::new`] against a private
+//! Redis Cluster of 3 masters with `redis.shards = 8` instead of one server; the raw reads
+//! below look at every shard, so the same assertions hold in both modes.
 
 #![allow(dead_code)]
 
@@ -14,42 +18,81 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sluice_core::execution::StartRequest;
-use sluice_core::{Execution, SystemClock, pipeline};
+use sluice_core::{Execution, SystemClock, ids, pipeline};
 use sluice_store::engine::Engine;
 use sluice_store::{StartOutcome, Store, StoreConfig};
 use sluice_testkit::process::Child;
 use sluice_testkit::redis::{self, Commands};
-use sluice_testkit::{RedisServer, wait_until};
+use sluice_testkit::{CLUSTER_SHARDS, RawConn, RedisCluster, RedisServer, TestRedis, wait_until};
 
-/// A private Redis, a scratch directory and a config file for the binary.
+/// A private Redis (one server, or a cluster with `SLUICE_TEST_REDIS=cluster`), a scratch
+/// directory and a config file for the binary.
 pub struct Setup {
-    pub redis: RedisServer,
+    pub redis: TestRedis,
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
 }
 
 impl Setup {
-    /// Starts Redis and writes `sluice.toml` with `worker` as the `[worker]` section body.
+    /// Starts Redis (see [`TestRedis::from_env`]) and writes `sluice.toml` with `worker` as
+    /// the `[worker]` section body.
     pub fn new(worker: &str) -> Setup {
-        Setup::with_redis(RedisServer::start(), worker)
+        Setup::on(TestRedis::from_env(false), worker)
     }
 
-    /// As [`Setup::new`], on a Redis with an AOF fsynced on every write, so that the data
-    /// survives `setup.redis.kill()` / `setup.redis.restart()`.
+    /// As [`Setup::new`], with Redis persisted in an fsync-always AOF (data survives a
+    /// kill and restart of Redis).
     pub fn with_aof(worker: &str) -> Setup {
-        Setup::with_redis(RedisServer::start_with_aof(), worker)
+        Setup::on(TestRedis::from_env(true), worker)
     }
 
-    /// As [`Setup::new`], on the given Redis.
-    pub fn with_redis(redis: RedisServer, worker: &str) -> Setup {
+    /// As [`Setup::new`], always on a Redis Cluster of `masters` masters with
+    /// `redis.shards = 8`, whatever `SLUICE_TEST_REDIS` says; with `aof`, every node
+    /// persisted in an fsync-always AOF.
+    pub fn cluster(masters: usize, aof: bool, worker: &str) -> Setup {
+        let cluster = if aof {
+            RedisCluster::start_with_aof(masters)
+        } else {
+            RedisCluster::start(masters)
+        };
+        Setup::on(TestRedis::Cluster(cluster), worker)
+    }
+
+    /// As [`Setup::with_aof`], always on one `redis-server` whatever `SLUICE_TEST_REDIS`
+    /// says: for tests that stop, hang or count the connections of that one process.
+    pub fn single_with_aof(worker: &str) -> Setup {
+        Setup::on(TestRedis::Single(RedisServer::start_with_aof()), worker)
+    }
+
+    /// The one `redis-server` of a [`Setup::single_with_aof`] deployment.
+    pub fn server(&self) -> &RedisServer {
+        match &self.redis {
+            TestRedis::Single(server) => server,
+            TestRedis::Cluster(_) => panic!("this test needs a single redis-server, not a cluster"),
+        }
+    }
+
+    fn on(redis: TestRedis, worker: &str) -> Setup {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("sluice.toml");
         let text = format!(
-            "[redis]\nurl = \"{}\"\n\n[worker]\n{worker}\n\n[scheduler]\ntick = \"200ms\"\n\n[log]\nfilter = \"info\"\nformat = \"json\"\n",
-            redis.url()
+            "[redis]\n{}\n[worker]\n{worker}\n\n[scheduler]\ntick = \"200ms\"\n\n[log]\nfilter = \"info\"\nformat = \"json\"\n",
+            redis.config_toml()
         );
         std::fs::write(&config, text).expect("write config");
         Setup { redis, dir, config }
+    }
+
+    /// The store settings of the config file's `[redis]` section.
+    pub fn store_config(&self) -> StoreConfig {
+        let urls: Vec<String> = self.redis.servers().iter().map(|s| s.url()).collect();
+        StoreConfig {
+            url: urls[0].clone(),
+            cluster: self.redis.is_cluster(),
+            seeds: urls[1..].to_vec(),
+            shards: self.redis.shards(),
+            ..StoreConfig::default()
+        }
     }
 
     /// Appends `extra` (more sections, such as `[api]` and `[auth]`) to the config file.
@@ -108,17 +151,12 @@ impl Setup {
 
     /// An engine on the same Redis, for starting and reading executions.
     pub async fn engine(&self) -> Engine {
-        let store = Store::connect(StoreConfig {
-            url: self.redis.url(),
-            ..StoreConfig::default()
-        })
-        .await
-        .expect("connect");
+        let store = Store::connect(self.store_config()).await.expect("connect");
         Engine::new(store, Arc::new(SystemClock))
     }
 
-    /// A blocking raw connection for invariant checks.
-    pub fn raw(&self) -> redis::Connection {
+    /// A blocking raw connection for invariant checks (routed by key on a cluster).
+    pub fn raw(&self) -> RawConn {
         self.redis.conn()
     }
 }
@@ -236,29 +274,54 @@ pub async fn wait_all_terminal(engine: &Engine, ids: &[String], deadline: Durati
     .await;
 }
 
-/// One event of the shard-0 stream: its type and JSON data.
+/// One event of a shard's stream: its type and JSON data.
 #[derive(Debug, Clone)]
 pub struct RawEvent {
     pub kind: String,
     pub data: Value,
 }
 
-/// Every event of shard 0's stream, oldest first (raw `XRANGE`).
-pub fn events(conn: &mut redis::Connection) -> Vec<RawEvent> {
-    let reply: redis::streams::StreamRangeReply =
-        conn.xrange_all("{sluice:0}:events").expect("XRANGE events");
-    reply
-        .ids
-        .iter()
-        .map(|entry| {
+/// The number of shards of the deployment `conn` leads to: [`CLUSTER_SHARDS`] on a cluster
+/// (as [`Setup`] configures it), 1 on one server.
+pub fn shards(conn: &RawConn) -> u32 {
+    match conn {
+        RawConn::Cluster(_) => CLUSTER_SHARDS,
+        RawConn::Single(_) => 1,
+    }
+}
+
+/// The hash tag of `shard` under the default prefix.
+pub fn tag(shard: u32) -> String {
+    format!("{{sluice:{shard}}}")
+}
+
+/// Every event of every shard's stream (raw `XRANGE`), oldest first by stream id (the
+/// events of one execution all live in its shard, in order).
+pub fn events(conn: &mut RawConn) -> Vec<RawEvent> {
+    let mut all: Vec<((u64, u64), RawEvent)> = Vec::new();
+    for shard in 0..shards(conn) {
+        let reply: redis::streams::StreamRangeReply = conn
+            .xrange_all(format!("{}:events", tag(shard)))
+            .expect("XRANGE events");
+        for entry in &reply.ids {
             let kind: String = entry.get("type").expect("event type");
             let data: String = entry.get("data").expect("event data");
-            RawEvent {
-                kind,
-                data: serde_json::from_str(&data).expect("event data is JSON"),
-            }
-        })
-        .collect()
+            let (ms, seq) = entry.id.split_once('-').expect("a stream id");
+            let order = (
+                ms.parse().expect("stream id ms"),
+                seq.parse().expect("stream id seq"),
+            );
+            all.push((
+                order,
+                RawEvent {
+                    kind,
+                    data: serde_json::from_str(&data).expect("event data is JSON"),
+                },
+            ));
+        }
+    }
+    all.sort_by_key(|(order, _)| *order);
+    all.into_iter().map(|(_, e)| e).collect()
 }
 
 /// How many times each `(execution_id, step)` has an event of `kind`.
@@ -275,15 +338,44 @@ pub fn count_per_step(events: &[RawEvent], kind: &str) -> HashMap<(String, u64),
     counts
 }
 
-/// Number of jobs holding a lease or reservation on shard 0.
-pub fn leased_count(conn: &mut redis::Connection) -> usize {
-    conn.zcard("{sluice:0}:leased").expect("ZCARD leased")
+/// The ids of the jobs holding a lease or reservation, on every shard.
+pub fn leased_ids(conn: &mut RawConn) -> Vec<String> {
+    let mut out = Vec::new();
+    for shard in 0..shards(conn) {
+        let ids: Vec<String> = conn
+            .zrange(format!("{}:leased", tag(shard)), 0, -1)
+            .expect("ZRANGE leased");
+        out.extend(ids);
+    }
+    out
+}
+
+/// Number of jobs holding a lease or reservation, on every shard.
+pub fn leased_count(conn: &mut RawConn) -> usize {
+    leased_ids(conn).len()
+}
+
+/// The ready job ids of `queue`'s builtin lane, on every shard.
+pub fn ready_ids(conn: &mut RawConn, queue: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for shard in 0..shards(conn) {
+        let ids: Vec<String> = conn
+            .zrange(format!("{}:q:{queue}:ready", tag(shard)), 0, -1)
+            .expect("ZRANGE ready");
+        out.extend(ids);
+    }
+    out
+}
+
+/// The key of job `id`'s hash (in the shard its id names).
+pub fn job_key(id: &str) -> String {
+    let shard = ids::shard_of(id, ids::JOB).expect("a job id");
+    format!("{}:job:{id}", tag(shard))
 }
 
 /// The `status` field of job `id` (raw `HGET`).
-pub fn job_status(conn: &mut redis::Connection, id: &str) -> Option<String> {
-    conn.hget(format!("{{sluice:0}}:job:{id}"), "status")
-        .expect("HGET job status")
+pub fn job_status(conn: &mut RawConn, id: &str) -> Option<String> {
+    conn.hget(job_key(id), "status").expect("HGET job status")
 }
 
 /// Waits for `child` to exit, at most `timeout`; panics with `log` context otherwise.
