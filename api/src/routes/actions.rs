@@ -302,6 +302,7 @@ pub struct ListQuery {
     /// Where to continue: the `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// Page size, 1 to 200 (default 20).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<usize>,
 }
 
