@@ -236,7 +236,7 @@ impl<'a> Reader<'a> {
     }
 
     fn path(&self, key: &str) -> String {
-        crate::describe::field_path(&self.at, key)
+        crate::describe::field_path(self.at, key)
     }
 
     fn problem(&mut self, key: &str, message: impl Into<String>) {
