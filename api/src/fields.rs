@@ -13,14 +13,9 @@ use sluice_core::Problem;
 
 pub(crate) use sluice_core::describe::json_kind as kind_of;
 
-/// `parent.key`, or `key` at the top.
-pub(crate) fn path(parent: &str, key: &str) -> String {
-    if parent.is_empty() {
-        key.to_string()
-    } else {
-        format!("{parent}.{key}")
-    }
-}
+/// `parent.key`, or `key` at the top (`parent["key"]` for a key that is not a plain name;
+/// see [`sluice_core::describe::field_path`]).
+pub(crate) use sluice_core::describe::field_path as path;
 
 /// A checker over one JSON object; problems accumulate in a shared list.
 pub(crate) struct Fields<'a> {

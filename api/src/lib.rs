@@ -46,6 +46,9 @@ pub mod auth;
 pub mod error;
 mod extract;
 mod fields;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod openapi;
 mod routes;
 mod views;

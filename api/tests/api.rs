@@ -332,6 +332,30 @@ async fn a_start_body_with_an_unknown_field_or_bad_values_is_422_naming_each_fie
 }
 
 #[tokio::test]
+async fn an_unknown_field_is_named_even_when_its_key_is_empty_or_not_plain() {
+    // Found by schemathesis: `{"": 1}` was reported at field `""`, the name of the body
+    // itself, and a key of a megabyte was echoed whole.
+    let api = api().await;
+    let long = "k".repeat(100_000);
+    let reply = api
+        .call(
+            Method::POST,
+            "/v1/jobs",
+            Some(json!({"kind": "noop", "": 1, "a\u{10}b": 2, long.as_str(): 3})),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(reply.body["code"], "VALIDATION_FAILED");
+    let cut = format!("{}…", "k".repeat(60));
+    assert_eq!(
+        problem_fields(&reply.body),
+        [r#"[""]"#, r#"["a\u0010b"]"#, cut.as_str()]
+    );
+    let detail = reply.body["detail"].as_str().unwrap();
+    assert!(detail.len() < 1000, "{detail}");
+}
+
+#[tokio::test]
 async fn unknown_and_malformed_execution_ids_are_404() {
     let api = api().await;
     for id in [

@@ -714,7 +714,7 @@ impl Every {
 
     /// The first instant at or after `at`, rounded up to a whole minute, inside the window.
     fn first_allowed(&self, at: Millis) -> Option<Millis> {
-        let mut at = at.checked_add(MINUTE_MS - 1)?.div_euclid(MINUTE_MS).checked_mul(MINUTE_MS)?;
+        let mut at = ceil_minute(at)?;
         for _ in 0..MAX_WINDOW_STEPS {
             let ts = to_timestamp(at)?;
             let local = self.tz.to_datetime(ts);
@@ -724,7 +724,9 @@ impl Every {
             // The next local hour boundary; a wall clock that went back (a fold longer than
             // an hour) could map it to the past, so never step less than an hour then.
             let hour = local.date().at(local.hour(), 0, 0, 0).checked_add(1.hour()).ok()?;
-            let next = local_to_instant(&self.tz, hour)?.as_millisecond();
+            // Rounded up: before 1972 some zones were offset by seconds (local mean time),
+            // so their hour boundaries fall between whole minutes.
+            let next = ceil_minute(local_to_instant(&self.tz, hour)?.as_millisecond())?;
             at = if next > at { next } else { at.checked_add(3_600_000)? };
         }
         None
@@ -735,6 +737,11 @@ impl Every {
         (self.weekdays == 0 || self.weekdays & (1 << day) != 0)
             && self.hours.is_none_or(|set| set & (1 << local.hour()) != 0)
     }
+}
+
+/// `at` rounded up to a whole minute.
+fn ceil_minute(at: Millis) -> Option<Millis> {
+    at.checked_add(MINUTE_MS - 1)?.div_euclid(MINUTE_MS).checked_mul(MINUTE_MS)
 }
 
 #[cfg(test)]
@@ -1005,6 +1012,17 @@ mod tests {
         let c = every("6h", &[1, 2, 3, 4, 5], Some("22-6"), "Europe/Berlin");
         assert_eq!(c.next_after_fire(at("2026-01-12T21:07:30Z")), Some(at("2026-01-13T03:08:00Z")));
         assert_eq!(c.next_after_fire(at("2026-01-13T03:00:20Z")), Some(at("2026-01-13T21:00:00Z")));
+    }
+
+    #[test]
+    fn interval_windows_open_on_a_whole_minute_in_a_zone_offset_by_seconds() {
+        // Before 1906 Kolkata kept Madras time, UTC+5:21:10: the local 22:00 at which the
+        // window opens is 16:38:50 UTC, and the fire waits for the next whole minute.
+        let c = every("90m", &[], Some("22-6"), "Asia/Kolkata");
+        let first = c.next_after(at("1900-01-01T12:00:00Z")).expect("a fire time");
+        assert_eq!(first, at("1900-01-01T16:39:00Z"));
+        let next = c.next_after_fire(at("1900-01-02T00:30:00Z")).expect("a fire time");
+        assert_eq!(next, at("1900-01-02T16:39:00Z"));
     }
 
     #[test]

@@ -24,6 +24,30 @@ pub fn quote(text: &str, limit: usize) -> String {
     }
 }
 
+/// How much of a field name a path quotes.
+const KEY_LIMIT: usize = 60;
+
+/// The path of field `key` of the object at `parent` (`""` for the top): `parent.key`, or
+/// `parent["key"]` (the key as a JSON string) when `key` is not a plain name: empty, or with
+/// characters other than letters, digits, `_` and `-`. So every path names one field, even
+/// `""` (which would otherwise read as the object itself) or a key holding control
+/// characters; a long key is cut as [`quote`] cuts it.
+pub fn field_path(parent: &str, key: &str) -> String {
+    let plain = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '-');
+    let key = quote(key, KEY_LIMIT);
+    if !plain {
+        let quoted = serde_json::to_string(&key).unwrap_or_else(|_| "\"\"".to_string());
+        format!("{parent}[{quoted}]")
+    } else if parent.is_empty() {
+        key
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -36,6 +60,19 @@ mod tests {
         assert_eq!(json_kind(&json!(1)), "a number");
         assert_eq!(json_kind(&json!({})), "an object");
         assert_eq!(json_kind(&json!([])), "an array");
+    }
+
+    #[test]
+    fn field_paths_name_one_field_whatever_the_key() {
+        assert_eq!(field_path("", "name"), "name");
+        assert_eq!(field_path("steps[0]", "run"), "steps[0].run");
+        assert_eq!(field_path("", "größe_2-x"), "größe_2-x");
+        // Found by schemathesis: an empty key read as the body itself.
+        assert_eq!(field_path("", ""), r#"[""]"#);
+        assert_eq!(field_path("input", "a.b"), r#"input["a.b"]"#);
+        assert_eq!(field_path("", "\u{10}x"), r#"["\u0010x"]"#);
+        let long = "k".repeat(1000);
+        assert_eq!(field_path("", &long), format!("{}…", "k".repeat(60)));
     }
 
     #[test]

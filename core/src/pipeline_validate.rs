@@ -1305,7 +1305,7 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 
 /// `field` under `parent`: `parent.key`, or `key` at the top level.
 fn field(parent: &str, key: &str) -> String {
-    if parent.is_empty() { key.to_string() } else { format!("{parent}.{key}") }
+    describe::field_path(parent, key)
 }
 
 /// The type of a value in the words of a pipeline file (an object is a TOML table).
@@ -1820,10 +1820,11 @@ mod tests {
                 "steps[1].run",
                 "steps[2].run[0]",
                 "steps[3].cwd",
-                "steps[3].env.",
                 "steps[3].env.1X",
                 "steps[3].env.A-B",
                 "steps[3].env.SLUICE_TOKEN",
+                // An empty key is named as such, not as the table.
+                r#"steps[3].env[""]"#,
             ]
         );
         assert!(message_at(&problems, "steps[3].env.SLUICE_TOKEN").contains("reserved"));
@@ -2060,7 +2061,7 @@ mod tests {
             (with(&gate, json!({"probe": {"url": "ftp://x"}})), "steps[1].probe.url",
              "`ftp://x` is not an `http://` or `https://` URL"),
             (with(&gate, json!({"probe": {"url": "http://x", "headers": {"a b": "1"}}})),
-             "steps[1].probe.headers.a b",
+             r#"steps[1].probe.headers["a b"]"#,
              "`a b` is not a valid header name; use letters, digits and the HTTP token \
               characters such as `-`, `_` and `.`"),
             (with(&gate, json!({"probe": {"run": ["{{ steps.g.output }}"]}})),
@@ -2151,10 +2152,10 @@ mod tests {
              &format!("placeholder `{{{{ steps.h.output }}}}` {not_before}")),
             (with(&http, json!({"url": "http://x/{{ input"})), "steps[1].url",
              "unterminated placeholder `{{ input`: missing the closing `}}`"),
-            (with(&http, json!({"headers": {"Bad Name": "x"}})), "steps[1].headers.Bad Name",
+            (with(&http, json!({"headers": {"Bad Name": "x"}})), r#"steps[1].headers["Bad Name"]"#,
              "`Bad Name` is not a valid header name; use letters, digits and the HTTP token \
               characters such as `-`, `_` and `.`"),
-            (with(&http, json!({"headers": {"": "x"}})), "steps[1].headers.",
+            (with(&http, json!({"headers": {"": "x"}})), r#"steps[1].headers[""]"#,
              "`` is not a valid header name; use letters, digits and the HTTP token \
               characters such as `-`, `_` and `.`"),
             (with(&http, json!({"headers": {"X-Token": "{{ steps.h.status }}"}})),

@@ -236,7 +236,7 @@ impl<'a> Reader<'a> {
     }
 
     fn path(&self, key: &str) -> String {
-        if self.at.is_empty() { key.to_string() } else { format!("{}.{key}", self.at) }
+        crate::describe::field_path(self.at, key)
     }
 
     fn problem(&mut self, key: &str, message: impl Into<String>) {
@@ -312,7 +312,8 @@ impl<'a> Reader<'a> {
             match item.as_u64().and_then(|n| u8::try_from(n).ok()).filter(|n| (1..=7).contains(n)) {
                 Some(n) => days.push(n),
                 None => {
-                    self.problem(&format!("{key}[{i}]"), format!("must be a weekday number from 1 (Monday) to 7 (Sunday), not {item}"));
+                    let field = format!("{}[{i}]", self.path(key));
+                    self.problems.push(Problem::new(field, format!("must be a weekday number from 1 (Monday) to 7 (Sunday), not {item}")));
                     return None;
                 }
             }

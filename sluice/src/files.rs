@@ -210,7 +210,8 @@ pub fn line_of(text: &str, field: &str) -> Option<usize> {
     };
     match first.split_once('[') {
         Some((table, rest)) => {
-            let index: usize = rest.trim_end_matches(']').parse().ok()?;
+            // `1]`, or `1]["a b"]` for a key that is not a plain name.
+            let index: usize = rest.split(']').next()?.parse().ok()?;
             let header_text = format!("[[{table}]]");
             let header = lines
                 .iter()
@@ -247,6 +248,7 @@ mod line_tests {
         assert_eq!(line_of(TEXT, "steps[1].interval"), Some(11));
         assert_eq!(line_of(TEXT, "steps[1].probe.run"), Some(12));
         assert_eq!(line_of(TEXT, "steps[0].run"), Some(4), "a missing key points at its table");
+        assert_eq!(line_of(TEXT, r#"steps[1]["a b"]"#), Some(8), "a quoted key points at its table");
         assert_eq!(line_of(TEXT, "steps[5].name"), None);
         assert_eq!(line_of(TEXT, ""), None);
         assert_eq!(line_of(TEXT, "description"), None);

@@ -28,11 +28,11 @@ use crate::fields::Fields;
 use crate::views::{self, EventView, ExecutionView};
 
 /// Longest `reason` accepted, in characters.
-const REASON_CHARS: std::ops::RangeInclusive<usize> = 1..=1000;
+pub(crate) const REASON_CHARS: std::ops::RangeInclusive<usize> = 1..=1000;
 /// Fields of an action body.
-const ACTION_FIELDS: &[&str] = &["reason"];
+pub(crate) const ACTION_FIELDS: &[&str] = &["reason"];
 /// Fields of a restart body.
-const RESTART_FIELDS: &[&str] = &["from_step", "reason"];
+pub(crate) const RESTART_FIELDS: &[&str] = &["from_step", "reason"];
 
 // Documentation only: `parse_action` reads the body field by field.
 /// The body of an operator action; may be empty.
@@ -59,7 +59,7 @@ pub(crate) struct RestartRequest {
 }
 
 /// Reads `reason` (and checks the other fields are `known`).
-fn parse_reason(body: &Value, known: &[&str], problems: &mut Vec<Problem>) -> Option<String> {
+pub(crate) fn parse_reason(body: &Value, known: &[&str], problems: &mut Vec<Problem>) -> Option<String> {
     let f = Fields::object(body, "", problems)?;
     f.only(known, problems);
     f.string("reason", REASON_CHARS, false, problems).map(str::to_string)
@@ -202,12 +202,12 @@ pub async fn resume(
 
 /// The step a restart names: an index, or a step name looked up in the execution.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum StepRef {
+pub(crate) enum StepRef {
     Index(usize),
     Name(String),
 }
 
-fn parse_restart(body: &Value, problems: &mut Vec<Problem>) -> (Option<StepRef>, Option<String>) {
+pub(crate) fn parse_restart(body: &Value, problems: &mut Vec<Problem>) -> (Option<StepRef>, Option<String>) {
     let reason = parse_reason(body, RESTART_FIELDS, problems);
     let step = match body.get("from_step") {
         None | Some(Value::Null) => {
@@ -302,6 +302,7 @@ pub struct ListQuery {
     /// Where to continue: the `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// Page size, 1 to 200 (default 20).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<usize>,
 }
 

@@ -25,9 +25,9 @@ use crate::fields::Fields;
 use crate::views;
 
 /// Longest comment or reason, in characters.
-const REASON_CHARS: std::ops::RangeInclusive<usize> = 1..=1000;
+pub(crate) const REASON_CHARS: std::ops::RangeInclusive<usize> = 1..=1000;
 /// Longest feedback, in characters.
-const FEEDBACK_CHARS: std::ops::RangeInclusive<usize> = 1..=10_000;
+pub(crate) const FEEDBACK_CHARS: std::ops::RangeInclusive<usize> = 1..=10_000;
 
 // Documentation only: the handlers check a JSON value field by field.
 /// The body of an approval; may be empty.
@@ -80,7 +80,7 @@ fn step_index(exec: &Execution, step: &str) -> Result<usize, ApiError> {
 }
 
 /// Reads the body: at most `field` (required when `required`), nothing else.
-fn text_field(body: &Value, field: &str, chars: std::ops::RangeInclusive<usize>, required: bool) -> Result<Option<String>, ApiError> {
+pub(crate) fn text_field(body: &Value, field: &str, chars: std::ops::RangeInclusive<usize>, required: bool) -> Result<Option<String>, ApiError> {
     let mut problems: Vec<Problem> = Vec::new();
     let text = Fields::object(body, "", &mut problems).and_then(|f| {
         f.only(&[field], &mut problems);

@@ -61,7 +61,7 @@ pub(crate) struct StartExecutionRequest {
 
 /// A checked start body.
 #[derive(Debug, Clone, PartialEq)]
-struct StartBody {
+pub(crate) struct StartBody {
     pipeline: String,
     input: Value,
     target: Option<String>,
@@ -69,7 +69,7 @@ struct StartBody {
 }
 
 /// Reads a start body, reporting every problem.
-fn parse_start(body: &Value) -> Result<StartBody, Vec<Problem>> {
+pub(crate) fn parse_start(body: &Value) -> Result<StartBody, Vec<Problem>> {
     let mut problems = Vec::new();
     let Some(f) = Fields::object(body, "", &mut problems) else {
         return Err(problems);

@@ -207,7 +207,7 @@ fn check_command_payload(payload: Option<&Value>, problems: &mut Vec<Problem>) {
 
 /// Reads an enqueue body into the job to create (its id minted for `shards` shards),
 /// reporting every problem.
-fn parse_enqueue(body: &Value, shards: u32, now: Millis) -> Result<NewJob, Vec<Problem>> {
+pub(crate) fn parse_enqueue(body: &Value, shards: u32, now: Millis) -> Result<NewJob, Vec<Problem>> {
     let mut problems = Vec::new();
     let Some(f) = Fields::object(body, "", &mut problems) else {
         return Err(problems);

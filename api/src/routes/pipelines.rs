@@ -318,7 +318,7 @@ fn until_schema() -> Schema {
 }
 
 /// Checks the body against the path id and validates it; every problem is collected.
-fn validate(path_id: &str, mut body: Value) -> Result<sluice_core::Pipeline, Vec<Problem>> {
+pub(crate) fn validate(path_id: &str, mut body: Value) -> Result<sluice_core::Pipeline, Vec<Problem>> {
     let mut problems = Vec::new();
     let Some(map) = body.as_object_mut() else {
         return Err(vec![Problem::new(

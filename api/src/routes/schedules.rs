@@ -53,20 +53,20 @@ pub(crate) struct CreateScheduleRequest {
     input: Option<BTreeMap<String, Value>>,
     /// A 5-field cron expression (minute hour day-of-month month day-of-week), or
     /// `@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly`.
-    #[schema(example = "0 9 * * 1-5")]
+    #[schema(example = "0 9 * * 1-5", min_length = 1, max_length = 200)]
     cron: Option<String>,
     /// An interval of at least one minute, such as `6h` or `90m`, counted from each fire.
-    #[schema(example = "6h")]
+    #[schema(example = "6h", min_length = 1, max_length = 40)]
     every: Option<String>,
     /// The IANA time zone the cadence is read in; default `UTC`.
-    #[schema(example = "America/New_York")]
+    #[schema(example = "America/New_York", min_length = 1, max_length = 80)]
     timezone: Option<String>,
     /// With `every`: the weekdays it may fire on, 1 (Monday) to 7 (Sunday); default every
     /// day.
     weekdays: Option<Vec<u8>>,
     /// With `every`: the local hours it may fire in, `from-to` (the hour `to` excluded),
     /// such as `9-17`, or wrapping midnight, `22-6`; default all day.
-    #[schema(example = "22-6")]
+    #[schema(example = "22-6", min_length = 1, max_length = 20)]
     hours: Option<String>,
     /// Default `true`.
     enabled: Option<bool>,
@@ -97,14 +97,18 @@ pub(crate) struct UpdateScheduleRequest {
     /// The input of the executions.
     input: Option<BTreeMap<String, Value>>,
     /// A cron expression (makes the cadence a cron cadence).
+    #[schema(min_length = 1, max_length = 200)]
     cron: Option<String>,
     /// An interval (makes the cadence an interval).
+    #[schema(min_length = 1, max_length = 40)]
     every: Option<String>,
     /// The IANA time zone.
+    #[schema(min_length = 1, max_length = 80)]
     timezone: Option<String>,
     /// The weekdays of an interval, 1 (Monday) to 7 (Sunday); `[]` for every day.
     weekdays: Option<Vec<u8>>,
     /// The hours of an interval; `null` for all day.
+    #[schema(min_length = 1, max_length = 20)]
     hours: Option<String>,
     /// Enable or disable.
     enabled: Option<bool>,
@@ -157,6 +161,7 @@ pub struct ListQuery {
     /// Where to continue: the `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// Page size, 1 to 200 (default 20).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<usize>,
 }
 
@@ -167,6 +172,7 @@ pub struct RunsQuery {
     /// Where to continue: the `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// Page size, 1 to 200 (default 20).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<usize>,
 }
 

@@ -185,14 +185,14 @@ pub(crate) struct ResultRequest {
 
 /// A lease body, read.
 #[derive(Debug, PartialEq, Eq)]
-struct LeaseParams {
+pub(crate) struct LeaseParams {
     worker: String,
     max: usize,
     wait: Duration,
     lease_ms: Millis,
 }
 
-fn parse_lease(body: &Value) -> Result<LeaseParams, Vec<Problem>> {
+pub(crate) fn parse_lease(body: &Value) -> Result<LeaseParams, Vec<Problem>> {
     let mut problems = Vec::new();
     let Some(f) = Fields::object(body, "", &mut problems) else {
         return Err(problems);
@@ -216,7 +216,7 @@ fn parse_lease(body: &Value) -> Result<LeaseParams, Vec<Problem>> {
 }
 
 /// A heartbeat body, read: the token and the lease's new length.
-fn parse_heartbeat(body: &Value) -> Result<(String, Millis), Vec<Problem>> {
+pub(crate) fn parse_heartbeat(body: &Value) -> Result<(String, Millis), Vec<Problem>> {
     let mut problems = Vec::new();
     let Some(f) = Fields::object(body, "", &mut problems) else {
         return Err(problems);
@@ -233,7 +233,7 @@ fn parse_heartbeat(body: &Value) -> Result<(String, Millis), Vec<Problem>> {
 }
 
 /// A result body, read: the token, if any, and the outcome.
-fn parse_result(body: &Value) -> Result<(Option<String>, Outcome), Vec<Problem>> {
+pub(crate) fn parse_result(body: &Value) -> Result<(Option<String>, Outcome), Vec<Problem>> {
     let mut problems = Vec::new();
     let Some(f) = Fields::object(body, "", &mut problems) else {
         return Err(problems);

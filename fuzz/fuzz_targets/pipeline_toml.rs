@@ -1,0 +1,13 @@
+//! A pipeline file in TOML: parsed, validated, its schedules read.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+#[path = "pipeline_common.rs"]
+mod common;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(text) = std::str::from_utf8(data) {
+        common::load(text, false);
+    }
+});
