@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use sluice_api::Auth;
 use sluice_core::SystemClock;
 use sluice_store::engine::Engine;
-use sluice_store::{Metrics, Pulse, Store};
+use sluice_store::{Metrics, Pulse, Store, StoreError};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -64,6 +64,28 @@ pub async fn load_pipelines(engine: &Engine, c: &Config, base: &Path) -> anyhow:
     let dir = if dir.is_absolute() { dir.clone() } else { base.join(dir) };
     apply_pipeline_files(engine, &dir).await?;
     load_schedules(engine, &dir).await
+}
+
+/// [`load_pipelines`] as a service starts: a Redis that goes away between [`connect`] and
+/// the end of the load (a restart, a failover) is waited for with the same backoff as
+/// `connect` does, instead of ending the process; a problem with the files themselves is
+/// an error.
+pub async fn load_pipelines_at_start(engine: &Engine, c: &Config, base: &Path, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match load_pipelines(engine, c, base).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.downcast_ref::<StoreError>().is_some_and(|s| matches!(s, StoreError::Redis(_))) => {
+                tracing::warn!(error = %e, "cannot apply the pipeline files: redis is unavailable; retrying with backoff");
+            }
+            Err(e) => return Err(e),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => anyhow::bail!("shut down before the pipeline files were applied"),
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
 }
 
 /// Writes the schedules the files of `dir` define (`[[schedules]]` in pipeline files and in
@@ -239,7 +261,7 @@ pub async fn api(c: Config, base: PathBuf, life: Lifecycle) -> anyhow::Result<()
     let supervision = systemd.supervise(listening.clone().cancelled_owned(), None, &shutdown);
     let result: anyhow::Result<()> = async {
         let engine = connect(&c, &shutdown).await?;
-        load_pipelines(&engine, &c, &base).await?;
+        load_pipelines_at_start(&engine, &c, &base, &shutdown).await?;
         crate::reload::apply_pipelines_with(&engine);
         let listener = bind_api(&c, &auth).await?;
         tracing::info!(listen = %c.api.listen, "api listening");
@@ -274,7 +296,7 @@ pub async fn up(mut c: Config, base: PathBuf, life: Lifecycle) -> anyhow::Result
     let result: anyhow::Result<()> = async {
         let _redis = crate::private_redis::ensure(&mut c, &base).await?;
         let engine = connect(&c, &shutdown).await?;
-        load_pipelines(&engine, &c, &base).await?;
+        load_pipelines_at_start(&engine, &c, &base, &shutdown).await?;
         crate::reload::apply_pipelines_with(&engine);
         let listener = bind_api(&c, &auth).await?;
         tracing::info!(listen = %c.api.listen, "sluice is up: api, scheduler and worker in one process");
@@ -388,5 +410,55 @@ mod tests {
             .expect("connect waits for Redis to load instead of failing");
         assert!(began.elapsed() >= loading, "connected while Redis was still loading");
         engine.store().ready().await.expect("the engine works");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pipeline_files_applied_at_start_wait_for_a_redis_gone_after_connect() {
+        let mut redis = RedisServer::start_with_aof();
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(
+            dir.path().join("hello.toml"),
+            "id = \"hello\"\n[[steps]]\nname = \"one\"\nkind = \"noop\"\n",
+        )
+        .expect("write a pipeline file");
+        let mut c = Config::default();
+        c.redis.url = redis.url();
+        c.pipelines.dir = Some(dir.path().to_path_buf());
+        let shutdown = CancellationToken::new();
+        let engine = connect(&c, &shutdown).await.expect("connect");
+
+        // Redis goes away after the connection and before the files are applied.
+        redis.kill();
+        let load = {
+            let (engine, c, base, shutdown) = (engine.clone(), c.clone(), dir.path().to_path_buf(), shutdown.clone());
+            tokio::spawn(async move { load_pipelines_at_start(&engine, &c, &base, &shutdown).await })
+        };
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert!(!load.is_finished(), "the load gave up while Redis was away");
+        tokio::task::block_in_place(|| redis.restart());
+        tokio::time::timeout(Duration::from_secs(30), load)
+            .await
+            .expect("the load ends once Redis is back")
+            .expect("the load task")
+            .expect("the files are applied");
+        let stored = engine.store().get_pipeline("hello").await.expect("read the pipeline");
+        assert!(stored.is_some(), "the pipeline file was applied");
+    }
+
+    #[tokio::test]
+    async fn a_missing_pipeline_directory_is_an_error_not_a_wait() {
+        let redis = RedisServer::start();
+        let mut c = Config::default();
+        c.redis.url = redis.url();
+        c.pipelines.dir = Some(PathBuf::from("/nonexistent/sluice-pipelines"));
+        let shutdown = CancellationToken::new();
+        let engine = connect(&c, &shutdown).await.expect("connect");
+        let result = tokio::time::timeout(
+            Duration::from_secs(10),
+            load_pipelines_at_start(&engine, &c, Path::new("."), &shutdown),
+        )
+        .await
+        .expect("a file problem is reported at once");
+        assert!(result.is_err());
     }
 }
