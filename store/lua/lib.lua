@@ -90,8 +90,10 @@ local EXEC_LOG_CAP = 1000
 local function emit(kind, data, log)
   local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'type', kind, 'data', data)
   if log then
-    redis.call('RPUSH', log, cjson.encode({id = id, type = kind, data = data}))
-    redis.call('LTRIM', log, -EXEC_LOG_CAP, -1)
+    -- Trimmed only once over the cap: RPUSH answers the new length.
+    if redis.call('RPUSH', log, cjson.encode({id = id, type = kind, data = data})) > EXEC_LOG_CAP then
+      redis.call('LTRIM', log, -EXEC_LOG_CAP, -1)
+    end
   end
   return id
 end

@@ -213,3 +213,21 @@ run = ["sh", "-c", "printf '{{\"attempt\":%s}}' \"$SLUICE_RUN\" > \"$SLUICE_OUTP
     assert!(Path::new(&c1).exists());
     kit.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executions_own_event_list_keeps_its_newest_thousand_events() {
+    let kit = Kit::new().await;
+    let id = kit.start("id = \"nap\"\n[[steps]]\nname = \"nap\"\nkind = \"sleep\"\nfor = \"1h\"").await;
+    let before = kit.events_of(&id).len();
+    // Each pause and each resume appends one event to the execution's list.
+    let rounds = 510;
+    for _ in 0..rounds {
+        applied(kit.act(&id, Action::Pause).await);
+        applied(kit.act(&id, Action::Resume).await);
+    }
+    assert!(before + 2 * rounds > 1_000, "the test must go over the cap");
+    let events = kit.events_of(&id);
+    assert_eq!(events.len(), 1_000, "the list is capped at its newest 1 000 events");
+    assert_eq!(events.last().map(String::as_str), Some("workflow.instance.resumed"));
+    assert!(!events.iter().any(|e| e == "execution.started"), "the oldest events were trimmed");
+}
