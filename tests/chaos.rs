@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{RawEvent, Setup, events, http_client, job_status, leased_count, shards, tag, wait_for_api};
+use common::{RawEvent, Setup, events, http_client, job_status, leased_count, shards, tag, wait_for_api, zrange_every_shard};
 use serde_json::{Value, json};
 use sluice_core::{Execution, ExecutionStatus, FailureKind, StepStatus, ids, pipeline};
 use sluice_store::engine::Engine;
@@ -257,14 +257,7 @@ fn pipeline_execution_count(conn: &mut RawConn, pipeline: &str) -> usize {
 
 /// The ids of every execution of `pipeline` over every shard (raw `ZRANGE`).
 fn pipeline_executions(conn: &mut RawConn, pipeline: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for shard in 0..shards(conn) {
-        let ids: Vec<String> = conn
-            .zrange(format!("{}:exs:pipeline:{pipeline}", tag(shard)), 0, -1)
-            .expect("ZRANGE pipeline executions");
-        out.extend(ids);
-    }
-    out
+    zrange_every_shard(conn, &format!("exs:pipeline:{pipeline}"))
 }
 
 /// The execution document of `id`, in the shard its id names (raw `HGET … doc`).

@@ -81,33 +81,11 @@ impl ClusterDrain {
     }
 }
 
-/// Deletes every key containing `marker` on every master (a `SCAN` per master; one
-/// `UNLINK` per key, since the keys of one node may be in different slots).
+/// Deletes every key containing `marker` on every master (a `SCAN` per master).
 async fn delete_everywhere(masters: &[String], marker: &str) -> anyhow::Result<()> {
     for address in masters {
         let mut conn = crate::connect(&format!("redis://{address}")).await?;
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(format!("*{marker}*"))
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await?;
-            if !keys.is_empty() {
-                let mut pipe = redis::pipe();
-                for key in &keys {
-                    pipe.cmd("UNLINK").arg(key).ignore();
-                }
-                let () = pipe.query_async(&mut conn).await?;
-            }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
+        crate::delete_keys(&mut conn, marker).await?;
     }
     Ok(())
 }

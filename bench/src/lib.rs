@@ -284,7 +284,8 @@ pub(crate) async fn used_memory(conn: &mut MultiplexedConnection) -> anyhow::Res
         .ok_or_else(|| anyhow::anyhow!("INFO memory has no used_memory"))
 }
 
-/// Deletes every key whose name contains `marker`.
+/// Deletes every key whose name contains `marker` on the node `conn` leads to (one `UNLINK`
+/// per key, so that it works on a cluster node too, whose keys may be in different slots).
 pub(crate) async fn delete_keys(
     conn: &mut MultiplexedConnection,
     marker: &str,
@@ -300,7 +301,11 @@ pub(crate) async fn delete_keys(
             .query_async(conn)
             .await?;
         if !keys.is_empty() {
-            let _: () = redis::cmd("UNLINK").arg(&keys).query_async(conn).await?;
+            let mut pipe = redis::pipe();
+            for key in &keys {
+                pipe.cmd("UNLINK").arg(key).ignore();
+            }
+            let () = pipe.query_async(conn).await?;
         }
         if next == 0 {
             return Ok(());

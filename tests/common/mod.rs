@@ -338,16 +338,21 @@ pub fn count_per_step(events: &[RawEvent], kind: &str) -> HashMap<(String, u64),
     counts
 }
 
-/// The ids of the jobs holding a lease or reservation, on every shard.
-pub fn leased_ids(conn: &mut RawConn) -> Vec<String> {
+/// The members of the sorted set `<shard tag>:<suffix>` of every shard, shard by shard
+/// (raw `ZRANGE`).
+pub fn zrange_every_shard(conn: &mut RawConn, suffix: &str) -> Vec<String> {
     let mut out = Vec::new();
     for shard in 0..shards(conn) {
-        let ids: Vec<String> = conn
-            .zrange(format!("{}:leased", tag(shard)), 0, -1)
-            .expect("ZRANGE leased");
+        let key = format!("{}:{suffix}", tag(shard));
+        let ids: Vec<String> = conn.zrange(&key, 0, -1).unwrap_or_else(|e| panic!("ZRANGE {key}: {e}"));
         out.extend(ids);
     }
     out
+}
+
+/// The ids of the jobs holding a lease or reservation, on every shard.
+pub fn leased_ids(conn: &mut RawConn) -> Vec<String> {
+    zrange_every_shard(conn, "leased")
 }
 
 /// Number of jobs holding a lease or reservation, on every shard.
@@ -357,14 +362,7 @@ pub fn leased_count(conn: &mut RawConn) -> usize {
 
 /// The ready job ids of `queue`'s builtin lane, on every shard.
 pub fn ready_ids(conn: &mut RawConn, queue: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for shard in 0..shards(conn) {
-        let ids: Vec<String> = conn
-            .zrange(format!("{}:q:{queue}:ready", tag(shard)), 0, -1)
-            .expect("ZRANGE ready");
-        out.extend(ids);
-    }
-    out
+    zrange_every_shard(conn, &format!("q:{queue}:ready"))
 }
 
 /// The key of job `id`'s hash (in the shard its id names).
